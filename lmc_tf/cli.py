@@ -1,0 +1,64 @@
+"""What every binary shares: gin and data flags, config parsing, one-line errors."""
+import os
+import sys
+
+from absl import flags
+from absl import logging
+import gin
+
+from lmc_tf import config as config_lib
+from lmc_tf.errors import UserError
+
+GIN_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               'gin_configs')
+
+flags.DEFINE_multi_string('gin_file', [], 'gin files, applied in order; a bare name is looked up '
+                          'in gin_configs/ (e.g. --gin_file=lenet_mnist.gin --gin_file=quick.gin).')
+flags.DEFINE_multi_string('gin_bindings', [], 'gin bindings applied after the files, e.g. '
+                          '"TrainingConfig.lr = 0.01".')
+flags.DEFINE_string('model_dir', None, 'Output directory of the run (local or gs://).')
+flags.DEFINE_string('data_dir', None, 'Local directory of the dataset files (IDX files for '
+                    '(Fashion-)MNIST, cifar-10-batches-py for CIFAR-10). Default for '
+                    'fashion_mnist: /usr/share/datasets/fashion-mnist.')
+flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory.')
+flags.DEFINE_string('strategy', 'default', 'default, mirrored, multi_worker or tpu.')
+flags.DEFINE_string('tpu', None, 'TPU name or "local" (with --strategy=tpu).')
+
+FLAGS = flags.FLAGS
+
+
+def parse_gin(gin_files, gin_bindings):
+  """Parses gin files and bindings; returns the run's Hparams and RunOptions."""
+  gin.clear_config()
+  gin.add_config_file_search_path(GIN_CONFIGS_DIR)
+  for path in gin_files:
+    if not os.path.exists(path) and not os.path.exists(os.path.join(GIN_CONFIGS_DIR, path)):
+      raise UserError(f'gin file {path} not found: give a path or a file name in '
+                      f'{GIN_CONFIGS_DIR}')
+  # gin probes Python packages for each relative path and logs every miss as an error.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.FATAL)
+  try:
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings)
+  except (ValueError, SyntaxError, TypeError, KeyError, IOError) as e:
+    message = ' '.join(str(e).split())
+    raise UserError(f'bad gin config: {message[:300]} (check the names in lmc_tf/config.py and '
+                    'the syntax "Class.field = value")') from e
+  finally:
+    logging.set_verbosity(verbosity)
+  try:
+    return config_lib.Hparams.from_gin(), config_lib.RunOptions()
+  except TypeError as e:
+    raise UserError(f'bad gin config: {e}') from e
+
+
+def run_main(main):
+  """Wraps an absl main so bad input ends in one line on stderr and exit status 1."""
+  def wrapped(argv):
+    try:
+      main(argv)
+    except UserError as e:
+      logging.flush()
+      sys.stderr.write(f'error: {e}\n')
+      sys.exit(1)
+  return wrapped

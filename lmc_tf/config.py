@@ -1,0 +1,106 @@
+"""The hyperparameters of a run, bound with gin.
+
+`Hparams` (dataset, model, training) is everything that determines a run's
+weights and reported numbers; it is written to `hparams.json` in the run
+directory, and a directory holding different hparams is never reused.
+`RunOptions` changes only logistics (logging, checkpoint spacing) and can differ
+between a run and its resumption.
+"""
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+import gin
+
+from lmc_tf.errors import UserError
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+  name: str = gin.REQUIRED
+  # Train on the first N training examples only (None: all). For tests.
+  train_subset: Optional[int] = None
+  # Evaluate on the first N test / train examples (None: all).
+  test_eval_examples: Optional[int] = None
+  train_eval_examples: Optional[int] = None
+  # Side length of ImageNet crops (224 for ResNet-50, 299 for Inception-v3).
+  image_size: Optional[int] = None
+  # Random images and labels of the dataset's shape (smoke tests of configs whose data is not here).
+  synthetic: bool = False
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  # A registry name such as 'lenet_300_100', 'cifar_resnet_20', 'cifar_resnet_56_32',
+  # 'cifar_vgg_16', 'resnet_50', 'inception_v3'.
+  name: str = gin.REQUIRED
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+  batch_size: int = gin.REQUIRED
+  training_steps: str = gin.REQUIRED  # '24000it', '90ep'
+  optimizer: str = 'sgd'  # 'sgd' (with momentum) or 'adam'
+  lr: float = 0.1
+  momentum: float = 0.9
+  weight_decay: float = 0.0  # coupled L2, added to every gradient as in PyTorch's SGD
+  lr_schedule: str = 'constant'  # 'constant', 'step' or 'linear'
+  milestones: Tuple[str, ...] = ()  # 'step': multiply by gamma at each of these
+  gamma: float = 0.1
+  final_lr: float = 0.0  # 'linear': the rate reached at the end of training
+  warmup: str = '0it'  # linear warmup from 0 over this many steps
+  aux_loss_weight: float = 0.4  # weight of auxiliary logits (Inception-v3)
+  init_seed: int = 0
+  data_order_seed: int = 0
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+  eval_every: str = '1ep'  # test-set evaluation interval for TensorBoard
+  log_every: str = '100it'  # train summaries and progress lines; bounds the compiled loop length
+  checkpoint_at: Tuple[str, ...] = ()  # rewinding points, kept besides one per epoch and the end
+  checkpoint_every_epoch: bool = True
+  deterministic: bool = True  # tf.config.experimental.enable_op_determinism
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  dataset: DatasetConfig
+  model: ModelConfig
+  training: TrainingConfig
+
+  def to_dict(self):
+    """Plain JSON types (tuples become lists), so it compares equal to a loaded hparams.json."""
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+  @classmethod
+  def from_gin(cls):
+    hparams = cls(DatasetConfig(), ModelConfig(), TrainingConfig())
+    for part in (hparams.dataset, hparams.model, hparams.training):
+      for field in dataclasses.fields(part):
+        if getattr(part, field.name) is gin.REQUIRED:
+          owner, key = type(part).__name__, field.name
+          raise UserError(f'{owner}.{key} is not set: bind it in a --gin_file or with '
+                          f'--gin_bindings="{owner}.{key} = ..."')
+    return hparams
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def differences(a, b):
+  """Lists 'key: a vs b' for the leaves where two hparams dicts differ."""
+  flat_a, flat_b = _flatten(a), _flatten(b)
+  return [f'{k}: {flat_a.get(k)!r} vs {flat_b.get(k)!r}'
+          for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]

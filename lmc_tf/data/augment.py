@@ -1,0 +1,62 @@
+"""Image preprocessing as pure functions of an explicit stateless seed.
+
+Everything random in the input pipeline takes a seed derived from (data-order
+seed, iteration or example index), so a resumed run sees the same augmented
+batches as an uninterrupted one.
+"""
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images, mean, std):
+  return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def pad_crop_flip(images, seed, pad=4):
+  """CIFAR augmentation of a whole batch: each image gets its own crop offset and flip.
+
+  `images` are floats in [0, 1]; padding is black, as in the usual pad-then-crop.
+  """
+  batch = tf.shape(images)[0]
+  height, width = images.shape[1], images.shape[2]
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  offsets = tf.random.stateless_uniform([batch, 2], crop_seed, minval=0, maxval=2 * pad + 1,
+                                        dtype=tf.int32)
+  padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  rows = offsets[:, :1] + tf.range(height)[None]
+  cols = offsets[:, 1:] + tf.range(width)[None]
+  cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+  cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
+  flip = tf.random.stateless_uniform([batch, 1, 1, 1], flip_seed) < 0.5
+  return tf.where(flip, tf.reverse(cropped, axis=[2]), cropped)
+
+
+def imagenet_train(jpeg_bytes, seed, size):
+  """Inception-style crop (8%-100% of the area, aspect 3/4-4/3), resize, flip; floats in [0, 1]."""
+  box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  shape = tf.image.extract_jpeg_shape(jpeg_bytes)
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=box_seed,
+      min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+  image = tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
+  image = tf.image.resize(image, [size, size], method='bilinear') / 255.0
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def imagenet_eval(jpeg_bytes, size):
+  """Resize the shorter side to size / 0.875, then take the central size x size crop."""
+  image = tf.image.decode_jpeg(jpeg_bytes, channels=3)
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = (size / 0.875) / tf.reduce_min(shape)
+  resized = tf.cast(tf.round(shape * scale), tf.int32)
+  image = tf.image.resize(image, resized, method='bilinear')
+  top = (resized[0] - size) // 2
+  left = (resized[1] - size) // 2
+  image = image[top:top + size, left:left + size]
+  image = tf.ensure_shape(image, [size, size, 3]) / 255.0
+  return normalize(image, IMAGENET_MEAN, IMAGENET_STD)

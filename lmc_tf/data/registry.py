@@ -1,0 +1,291 @@
+"""The dataset registry and the input pipelines.
+
+The order of training batches is a pure function of (data-order seed,
+iteration): epoch e visits a stateless permutation seeded by (seed, e), and
+augmentation at iteration i is seeded by (seed, i). A pipeline started at
+iteration i yields exactly the batches an uninterrupted run sees from i on.
+"""
+import dataclasses
+import math
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from lmc_tf.data import augment
+from lmc_tf.data import local_files
+from lmc_tf.errors import UserError
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Salts that keep the shuffling and augmentation streams of one seed apart.
+_SHUFFLE, _AUGMENT = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train: int
+  num_test: int
+  image_shape: Optional[Tuple[int, int, int]]  # None: set by DatasetConfig.image_size
+  mean: Tuple[float, ...]
+  std: Tuple[float, ...]
+  tfds_name: str
+  local_format: Optional[str] = None  # 'idx' or 'cifar_pickle'
+  default_local_dir: Optional[str] = None
+  augmentation: str = 'none'  # 'none', 'pad_crop_flip' or 'imagenet'
+  test_split: str = 'test'
+
+
+DATASETS = {
+    'mnist': DatasetInfo(10, 60000, 10000, (28, 28, 1), (0.1307,), (0.3081,), 'mnist', 'idx'),
+    'fashion_mnist': DatasetInfo(10, 60000, 10000, (28, 28, 1), (0.2860,), (0.3530,),
+                                 'fashion_mnist', 'idx', '/usr/share/datasets/fashion-mnist'),
+    'cifar10': DatasetInfo(10, 50000, 10000, (32, 32, 3), (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), 'cifar10', 'cifar_pickle',
+                           augmentation='pad_crop_flip'),
+    'imagenet2012': DatasetInfo(1000, 1281167, 50000, None, augment.IMAGENET_MEAN,
+                                augment.IMAGENET_STD, 'imagenet2012', augmentation='imagenet',
+                                test_split='validation'),
+}
+
+_SYNTHETIC_TRAIN, _SYNTHETIC_TEST = 256, 64
+
+
+def _image_shape(info, config):
+  size = config.image_size or 224
+  return info.image_shape or (size, size, 3)
+
+
+def _seed_key(seed, salt):
+  return tf.constant([seed, salt], tf.int64)
+
+
+def _subset_count(requested, available):
+  return available if requested is None else min(int(requested), available)
+
+
+class Data:
+  """A dataset with its train pipeline and padded evaluation pipelines."""
+
+  def __init__(self, name, info, config):
+    self.name = name
+    self.info = info
+    self.config = config
+    self.image_shape = _image_shape(info, config)
+
+  @property
+  def num_classes(self):
+    return self.info.num_classes
+
+  @property
+  def num_train(self):
+    raise NotImplementedError
+
+  @property
+  def num_test(self):
+    return self.info.num_test
+
+  def iterations_per_epoch(self, batch_size):
+    steps = self.num_train // batch_size
+    if steps < 1:
+      raise UserError(f'batch size {batch_size} is larger than the {self.num_train} training '
+                      'examples: lower TrainingConfig.batch_size')
+    return steps
+
+  def train_batches(self, batch_size, seed, start, end):
+    """Batches of (images, labels) for iterations start..end-1 under data-order `seed`."""
+    raise NotImplementedError
+
+  def eval_count(self, split):
+    """How many examples of `split` ('train' or 'test') evaluation uses."""
+    if split == 'train':
+      return _subset_count(self.config.train_eval_examples, self.num_train)
+    return _subset_count(self.config.test_eval_examples, self.num_test)
+
+  def eval_batches(self, split, batch_size):
+    """(dataset of (images, labels, weights), example count): padded to whole batches, pads weigh 0."""
+    raise NotImplementedError
+
+
+class InMemoryData(Data):
+  """Small datasets held as uint8 arrays; batches are gathered by index, then preprocessed."""
+
+  def __init__(self, name, info, config, splits):
+    super().__init__(name, info, config)
+    train_images, train_labels = splits['train']
+    keep = _subset_count(config.train_subset, len(train_images))
+    self.train_images, self.train_labels = train_images[:keep], train_labels[:keep]
+    self.test_images, self.test_labels = splits['test']
+    self._eval_cache = {}
+
+  @property
+  def num_train(self):
+    return len(self.train_images)
+
+  @property
+  def num_test(self):
+    return len(self.test_images)
+
+  def _preprocess(self, images, seed=None):
+    images = tf.cast(images, tf.float32) / 255.0
+    if seed is not None and self.info.augmentation == 'pad_crop_flip':
+      images = augment.pad_crop_flip(images, seed)
+    elif seed is not None and self.info.augmentation == 'imagenet':
+      images = tf.image.stateless_random_flip_left_right(images, seed)
+    return augment.normalize(images, self.info.mean, self.info.std)
+
+  def train_batches(self, batch_size, seed, start, end):
+    steps = self.iterations_per_epoch(batch_size)
+    images = tf.constant(self.train_images)
+    labels = tf.constant(self.train_labels)
+    count = self.num_train
+    shuffle_key, augment_key = _seed_key(seed, _SHUFFLE), _seed_key(seed, _AUGMENT)
+
+    def epoch_indices(epoch):
+      order = tf.random.experimental.stateless_shuffle(
+          tf.range(count), seed=tf.random.experimental.stateless_fold_in(shuffle_key, epoch))
+      return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * batch_size],
+                                                           [steps, batch_size]))
+
+    first_epoch = start // steps
+    indices = (tf.data.Dataset.range(first_epoch, math.ceil(end / steps))
+               .flat_map(epoch_indices).skip(start - first_epoch * steps))
+    iterations = tf.data.Dataset.range(start, end)
+
+    def make_batch(iteration, index):
+      seed_i = tf.random.experimental.stateless_fold_in(augment_key, iteration)
+      return self._preprocess(tf.gather(images, index), seed_i), tf.gather(labels, index)
+
+    return (tf.data.Dataset.zip((iterations, indices))
+            .map(make_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+
+  def eval_batches(self, split, batch_size):
+    key = (split, batch_size)
+    if key not in self._eval_cache:
+      images, labels = ((self.train_images, self.train_labels) if split == 'train' else
+                        (self.test_images, self.test_labels))
+      count = self.eval_count(split)
+      padded = math.ceil(count / batch_size) * batch_size
+      pad = [(0, padded - count)]
+      images = np.pad(images[:count], pad + [(0, 0)] * 3)
+      labels = np.pad(labels[:count], pad)
+      weights = np.pad(np.ones(count, np.float32), pad)
+      dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights)).batch(batch_size)
+                 .map(lambda x, y, w: (self._preprocess(x), y, w), num_parallel_calls=AUTOTUNE)
+                 .prefetch(AUTOTUNE))
+      self._eval_cache[key] = (dataset, count)
+    return self._eval_cache[key]
+
+
+class ImageNetData(Data):
+  """ImageNet streamed from tensorflow-datasets' TFRecords, with JPEG decoding in the pipeline."""
+
+  def __init__(self, name, info, config, builder):
+    super().__init__(name, info, config)
+    self.builder = builder
+
+  @property
+  def num_train(self):
+    return _subset_count(self.config.train_subset, self.info.num_train)
+
+  def _split(self, split):
+    from tensorflow_datasets import decode  # pylint: disable=g-import-not-at-top
+    return self.builder.as_dataset(split=split, shuffle_files=False, as_supervised=True,
+                                   decoders={'image': decode.SkipDecoding()})
+
+  def train_batches(self, batch_size, seed, start, end):
+    steps = self.iterations_per_epoch(batch_size)
+    size = self.image_shape[0]
+    base = self._split('train').take(steps * batch_size)
+    augment_key = _seed_key(seed, _AUGMENT)
+
+    def epoch_examples(epoch):
+      # A shuffle buffer seeded by (seed, epoch): deterministic, and different every epoch.
+      return base.shuffle(16384, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+
+    first_epoch = start // steps
+    examples = (tf.data.Dataset.range(first_epoch, math.ceil(end / steps))
+                .flat_map(epoch_examples))
+    indexed = tf.data.Dataset.zip((tf.data.Dataset.range(first_epoch * steps * batch_size,
+                                                         end * batch_size), examples))
+    # Skipping before decoding keeps a resume cheap.
+    indexed = indexed.skip((start - first_epoch * steps) * batch_size)
+
+    def preprocess(index, example):
+      jpeg, label = example
+      seed_i = tf.random.experimental.stateless_fold_in(augment_key, index)
+      return augment.imagenet_train(jpeg, seed_i, size), tf.cast(label, tf.int32)
+
+    return (indexed.map(preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
+            .batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+
+  def eval_batches(self, split, batch_size):
+    count = self.eval_count(split)
+    split = 'train' if split == 'train' else self.info.test_split
+    size = self.image_shape[0]
+    padded = math.ceil(count / batch_size) * batch_size
+    examples = self._split(split).take(count).map(
+        lambda jpeg, label: (augment.imagenet_eval(jpeg, size), tf.cast(label, tf.int32), 1.0),
+        num_parallel_calls=AUTOTUNE)
+    pads = tf.data.Dataset.from_tensors(
+        (tf.zeros([size, size, 3]), tf.constant(0, tf.int32), 0.0)).repeat(padded - count)
+    return examples.concatenate(pads).batch(batch_size).prefetch(AUTOTUNE), count
+
+
+def _synthetic_splits(shape, num_classes, train_count):
+  rng = np.random.default_rng(0)
+  def split(count):
+    return (rng.integers(0, 256, (count,) + tuple(shape), dtype=np.uint8),
+            rng.integers(0, num_classes, count).astype(np.int32))
+  return {'train': split(train_count or _SYNTHETIC_TRAIN), 'test': split(_SYNTHETIC_TEST)}
+
+
+def _tfds_in_memory(info, tfds_data_dir):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    loaded = tfds.load(info.tfds_name, data_dir=tfds_data_dir, batch_size=-1, as_supervised=True)
+  except Exception as e:  # tfds raises many types for a missing or undownloadable dataset
+    raise UserError(f'could not load {info.tfds_name} through tensorflow-datasets '
+                    f'({type(e).__name__}: {str(e).splitlines()[0][:200]}): prepare it in '
+                    '--tfds_data_dir, or pass --data_dir with local files') from e
+  return {split: (np.asarray(loaded[split][0], np.uint8), np.asarray(loaded[split][1], np.int32))
+          for split in ('train', 'test')}
+
+
+def load(config, data_dir=None, tfds_data_dir=None):
+  """Returns the `Data` for a DatasetConfig.
+
+  Small datasets come from `data_dir` (or the dataset's default local
+  directory) when given or present, else from tensorflow-datasets.
+  """
+  if config.name not in DATASETS:
+    raise UserError(f'unknown dataset {config.name!r}: choose one of {sorted(DATASETS)}')
+  info = DATASETS[config.name]
+  if config.synthetic:
+    splits = _synthetic_splits(_image_shape(info, config), info.num_classes, config.train_subset)
+    return InMemoryData(config.name, info, config, splits)
+  if info.local_format is None:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    builder = tfds.builder(info.tfds_name, data_dir=tfds_data_dir)
+    if not tf.io.gfile.exists(os.path.join(builder.data_dir, 'dataset_info.json')):
+      raise UserError(f'{info.tfds_name} is not prepared in {builder.data_dir}: prepare it with '
+                      'tensorflow-datasets (ImageNet needs its manual download) and pass '
+                      '--tfds_data_dir')
+    return ImageNetData(config.name, info, config, builder)
+  directory = data_dir or info.default_local_dir
+  if data_dir and not tf.io.gfile.isdir(data_dir):
+    raise UserError(f'data directory {data_dir} does not exist: fix --data_dir, or leave it '
+                    'unset to use tensorflow-datasets')
+  if directory and tf.io.gfile.isdir(directory):
+    if info.local_format == 'idx':
+      splits = local_files.load_idx_directory(directory)
+    else:
+      splits = local_files.load_cifar10_directory(directory)
+  elif directory and tfds_data_dir is None:
+    raise UserError(f'data directory {directory} for {config.name} does not exist: run '
+                    '`apt-get install -y dataset-fashion-mnist`, pass --data_dir, or pass '
+                    '--tfds_data_dir to use tensorflow-datasets')
+  else:
+    splits = _tfds_in_memory(info, tfds_data_dir)
+  return InMemoryData(config.name, info, config, splits)

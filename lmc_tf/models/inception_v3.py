@@ -1,0 +1,28 @@
+"""Inception-v3 (Szegedy et al. 2016) with its auxiliary classifier.
+
+The trunk is tf.keras.applications.InceptionV3 (untrained); the auxiliary
+head on `mixed7` (5x5 average pool stride 3, 1x1 conv 128, 5x5 conv 768,
+dense) is added here because the paper's 27.1M weights include it. The model
+returns [logits, aux_logits]; the loss weighs the auxiliary logits by
+TrainingConfig.aux_loss_weight and evaluation uses the main logits.
+"""
+import tensorflow as tf
+
+from lmc_tf.models import layers
+
+
+def build(input_shape, num_classes):
+  trunk = tf.keras.applications.InceptionV3(include_top=False, weights=None,
+                                            input_shape=input_shape, pooling='avg')
+  features = trunk.output
+  logits = layers.dense(num_classes, 'fc_out')(features)
+  aux = tf.keras.layers.AveragePooling2D(5, strides=3, name='aux_pool')(
+      trunk.get_layer('mixed7').output)
+  aux = layers.conv(128, 1, name='aux_conv1')(aux)
+  aux = tf.keras.layers.ReLU()(layers.batch_norm('aux_bn1')(aux))
+  aux = tf.keras.layers.Conv2D(768, 5, padding='valid', use_bias=False,
+                               kernel_initializer=layers.kaiming_normal(), name='aux_conv2')(aux)
+  aux = tf.keras.layers.ReLU()(layers.batch_norm('aux_bn2')(aux))
+  aux = tf.keras.layers.GlobalAveragePooling2D(name='aux_global_pool')(aux)
+  aux_logits = layers.dense(num_classes, 'aux_fc_out')(aux)
+  return tf.keras.Model(trunk.input, [logits, aux_logits], name='inception_v3')

@@ -1,0 +1,38 @@
+r"""Trains one network from gin configs.
+
+  python -m lmc_tf.train --gin_file=lenet_fashion_mnist.gin --model_dir=runs/lenet
+
+Running the same command again resumes an interrupted run, or does nothing for
+a finished one. See lmc_tf/training/trainer.py for the run directory layout.
+"""
+import lmc_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+from absl import app
+from absl import logging
+
+from lmc_tf import cli
+from lmc_tf import data as data_lib
+from lmc_tf.errors import UserError
+from lmc_tf.training import strategy as strategy_lib
+from lmc_tf.training import trainer
+
+FLAGS = cli.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
+  if not FLAGS.model_dir:
+    raise UserError('--model_dir is required: name the directory for this run')
+  hparams, options = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
+  strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
+  metrics = trainer.train(hparams, options, FLAGS.model_dir, data, strategy)
+  logging.info('Final test error %.4f, train error %.4f', metrics['test_error'],
+               metrics['train_error'])
+  print(f'Finished: test accuracy {1 - metrics["test_error"]:.4f}. TensorBoard logs: '
+        f'tensorboard --logdir {FLAGS.model_dir}')
+
+
+if __name__ == '__main__':
+  app.run(cli.run_main(main))

@@ -1,0 +1,95 @@
+"""Compiled training and evaluation steps that run unchanged under any tf.distribute strategy.
+
+The train loop runs many steps inside one tf.function (as Orbit does), so the
+host only returns between log, evaluation and checkpoint points. Steps have no
+Python side effects and static shapes, as TPUs need.
+"""
+import math
+
+import tensorflow as tf
+
+EVAL_BATCH_SIZE = 1000
+
+
+def split_outputs(outputs):
+  """(logits, aux_logits or None): models with an auxiliary head return a list."""
+  if isinstance(outputs, (list, tuple)):
+    return outputs[0], outputs[1]
+  return outputs, None
+
+
+def cross_entropy(labels, logits):
+  return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+class Steps:
+  """The train loop and evaluation of one model and optimizer under one strategy."""
+
+  def __init__(self, model, optimizer, strategy, global_batch_size, weight_decay=0.0,
+               aux_loss_weight=0.4):
+    self.model = model
+    self.optimizer = optimizer
+    self.strategy = strategy
+    self.global_batch_size = global_batch_size
+    self.weight_decay = weight_decay
+    self.aux_loss_weight = aux_loss_weight
+    with strategy.scope():
+      self.train_loss = tf.keras.metrics.Mean('train_loss')
+      self.train_accuracy = tf.keras.metrics.SparseCategoricalAccuracy('train_accuracy')
+    self.train_loop = tf.function(self._train_loop)
+    self._evaluate = tf.function(self._evaluate_dataset)
+
+  def _replica_step(self, images, labels):
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      logits, aux_logits = split_outputs(self.model(images, training=True))
+      per_example = cross_entropy(labels, logits)
+      if aux_logits is not None:
+        per_example += self.aux_loss_weight * cross_entropy(labels, aux_logits)
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+    gradients = tape.gradient(loss, variables)
+    if self.weight_decay:
+      # Gradients are summed over replicas, so each adds its share of the decay.
+      decay = self.weight_decay / self.strategy.num_replicas_in_sync
+      gradients = [g + decay * v for g, v in zip(gradients, variables)]
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    self.train_loss.update_state(per_example)
+    self.train_accuracy.update_state(labels, logits)
+    return loss
+
+  def _train_loop(self, iterator, num_steps):
+    """Runs up to num_steps steps; stops early after a step whose loss is not finite."""
+    done = tf.constant(0, tf.int32)
+    loss = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      images, labels = next(iterator)
+      per_replica = self.strategy.run(self._replica_step, args=(images, labels))
+      loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+      done += 1
+      if not tf.math.is_finite(loss):
+        break
+    return done, loss
+
+  def _evaluate_dataset(self, dataset):
+    def replica_fn(images, labels, weights):
+      logits, _ = split_outputs(self.model(images, training=False))
+      correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+      return (tf.reduce_sum(cross_entropy(labels, logits) * weights),
+              tf.reduce_sum(correct * weights))
+
+    loss_sum, correct_sum = tf.constant(0.0), tf.constant(0.0)
+    for images, labels, weights in dataset:
+      loss, correct = self.strategy.run(replica_fn, args=(images, labels, weights))
+      loss_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+      correct_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
+    return loss_sum, correct_sum
+
+  def evaluate(self, data, split):
+    """{'loss', 'error'} of the model on a split ('test' or 'train') of `data`."""
+    # Small evaluation sets get one batch of their own size, not a mostly padded one; the
+    # batch splits evenly over replicas.
+    replicas = self.strategy.num_replicas_in_sync
+    batch_size = min(EVAL_BATCH_SIZE, math.ceil(data.eval_count(split) / replicas) * replicas)
+    dataset, count = data.eval_batches(split, batch_size)
+    loss_sum, correct_sum = self._evaluate(self.strategy.experimental_distribute_dataset(dataset))
+    return {'loss': float(loss_sum) / count, 'error': 1.0 - float(correct_sum) / count}

@@ -1,0 +1,188 @@
+"""One training run in one directory: resumable, checkpointed, logged to TensorBoard.
+
+A run directory holds:
+  hparams.json          what determines the result; a different one is refused
+  operative_config.gin  the gin configuration as run
+  checkpoints/ckpt-N.*  tf.train checkpoints at iteration N (0, the rewinding points,
+                        every epoch, the end); never rotated away
+  events.out.tfevents.* TensorBoard summaries
+  weights.npz           final weights, variable path -> array (written before metrics.json)
+  metrics.json          final results; its presence marks the run finished
+"""
+import os
+import time
+
+from absl import logging
+import gin
+import tensorflow as tf
+
+from lmc_tf import config as config_lib
+from lmc_tf import io_utils
+from lmc_tf import models
+from lmc_tf import steps as steps_lib
+from lmc_tf.errors import UserError
+from lmc_tf.training import loop
+from lmc_tf.training import optim
+
+HPARAMS = 'hparams.json'
+METRICS = 'metrics.json'
+WEIGHTS = 'weights.npz'
+CHECKPOINTS = 'checkpoints'
+
+
+def claim_run_dir(model_dir, hparams):
+  """Creates or reuses `model_dir` for `hparams`; refuses one that holds another config."""
+  tf.io.gfile.makedirs(model_dir)
+  path = os.path.join(model_dir, HPARAMS)
+  wanted = hparams.to_dict()
+  if tf.io.gfile.exists(path):
+    found = io_utils.read_json(path)
+    if found != wanted:
+      diff = '; '.join(config_lib.differences(found, wanted)[:3])
+      raise UserError(f'{model_dir} holds a run of a different config ({diff}; found vs asked): '
+                      'use a new --model_dir')
+  else:
+    io_utils.write_json(path, wanted)
+
+
+def weights_dict(model):
+  """Variable path (without ':0') -> numpy array, for every variable of the model."""
+  return {v.name.split(':')[0]: v.numpy() for v in model.variables}
+
+
+def _format_seconds(seconds):
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class Run:
+  """A model, its optimizer and checkpoints, built under `strategy` from `hparams`."""
+
+  def __init__(self, hparams, options, model_dir, data, strategy=None):
+    self.hparams, self.options, self.model_dir, self.data = hparams, options, model_dir, data
+    self.strategy = strategy or tf.distribute.get_strategy()
+    training = hparams.training
+    self.iterations_per_epoch = data.iterations_per_epoch(training.batch_size)
+    to_it = lambda step: steps_lib.to_iterations(step, self.iterations_per_epoch)
+    self.total = to_it(training.training_steps)
+    if self.total < 1:
+      raise UserError(f'training_steps {training.training_steps!r} is no iterations: train for '
+                      'at least "1it"')
+    self.checkpoint_points = sorted({to_it(p) for p in options.checkpoint_at})
+    late = [p for p in options.checkpoint_at if to_it(p) > self.total]
+    if late:
+      raise UserError(f'rewinding point {late[0]!r} is past the end of training '
+                      f'({training.training_steps} = {self.total}it): choose an earlier point')
+    self.log_every = max(1, to_it(options.log_every))
+    self.eval_every = max(1, to_it(options.eval_every))
+    with self.strategy.scope():
+      self.model = models.build(hparams.model.name, data.image_shape, data.num_classes,
+                                training.init_seed)
+      self.optimizer = optim.make_optimizer(
+          training, optim.make_schedule(training, self.iterations_per_epoch))
+      self.optimizer.build(self.model.trainable_variables)
+      self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    self.steps = loop.Steps(self.model, self.optimizer, self.strategy, training.batch_size,
+                            training.weight_decay, training.aux_loss_weight)
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                          elapsed_seconds=self.elapsed)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(model_dir, CHECKPOINTS), max_to_keep=None,
+        checkpoint_name='ckpt')
+
+  @property
+  def iteration(self):
+    return int(self.optimizer.iterations.numpy())
+
+  def _is_checkpoint_point(self, iteration):
+    return (iteration in self.checkpoint_points or iteration == self.total or
+            (self.options.checkpoint_every_epoch and iteration % self.iterations_per_epoch == 0))
+
+  def _next_stop(self, iteration):
+    candidates = [self.total,
+                  (iteration // self.log_every + 1) * self.log_every,
+                  (iteration // self.eval_every + 1) * self.eval_every]
+    if self.options.checkpoint_every_epoch:
+      candidates.append((iteration // self.iterations_per_epoch + 1) * self.iterations_per_epoch)
+    candidates += [p for p in self.checkpoint_points if p > iteration]
+    return min(candidates)
+
+  def restore_or_initialize(self):
+    """Restores the latest checkpoint, or saves the initial state as checkpoint 0."""
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info('Resuming %s at iteration %d', self.model_dir, self.iteration)
+    else:
+      self.manager.save(checkpoint_number=0)
+
+  def train(self):
+    """Trains from the current iteration to the end, checkpointing and logging on the way."""
+    training = self.hparams.training
+    writer = tf.summary.create_file_writer(self.model_dir)
+    start = self.iteration
+    if start == 0:
+      with writer.as_default(step=0):
+        tf.summary.text('config/operative_gin', gin.markdown(gin.operative_config_str()))
+    dataset = self.data.train_batches(training.batch_size, training.data_order_seed, start,
+                                      self.total)
+    iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+    began = time.time()
+    elapsed_before = float(self.elapsed.numpy())
+    iteration = start
+    while iteration < self.total:
+      stop = self._next_stop(iteration)
+      done, loss = self.steps.train_loop(iterator, tf.constant(stop - iteration))
+      if not tf.math.is_finite(loss):
+        raise UserError(f'loss is {float(loss)} at iteration {iteration + int(done) - 1}: lower '
+                        'the learning rate or check the data')
+      iteration = stop
+      self.elapsed.assign(elapsed_before + time.time() - began)
+      with writer.as_default(step=iteration):
+        if iteration % self.log_every == 0 or iteration == self.total:
+          self._log_train(iteration, start, began)
+        if iteration % self.eval_every == 0 or iteration == self.total:
+          for key, value in self.steps.evaluate(self.data, 'test').items():
+            tf.summary.scalar(f'test/{key}', value)
+      if self._is_checkpoint_point(iteration):
+        self.manager.save(checkpoint_number=iteration)
+    writer.flush()
+
+  def _log_train(self, iteration, start, began):
+    loss = float(self.steps.train_loss.result())
+    accuracy = float(self.steps.train_accuracy.result())
+    tf.summary.scalar('train/loss', loss)
+    tf.summary.scalar('train/accuracy', accuracy)
+    tf.summary.scalar('learning_rate', float(self.optimizer.learning_rate))
+    self.steps.train_loss.reset_state()
+    self.steps.train_accuracy.reset_state()
+    rate = (iteration - start) / max(time.time() - began, 1e-9)
+    logging.info('iteration %d/%d (%.1f%%)  %.0f it/s  ETA %s  train loss %.4f accuracy %.4f',
+                 iteration, self.total, 100 * iteration / self.total, rate,
+                 _format_seconds((self.total - iteration) / max(rate, 1e-9)), loss, accuracy)
+
+  def finish(self):
+    """Evaluates the final model and writes weights.npz, then metrics.json."""
+    metrics = {'iterations': self.total, 'wall_time_s': round(float(self.elapsed.numpy()), 2)}
+    for split in ('train', 'test'):
+      for key, value in self.steps.evaluate(self.data, split).items():
+        metrics[f'{split}_{key}'] = value
+    io_utils.write_npz(os.path.join(self.model_dir, WEIGHTS), weights_dict(self.model))
+    io_utils.write_json(os.path.join(self.model_dir, METRICS), metrics)
+    return metrics
+
+
+def train(hparams, options, model_dir, data, strategy=None):
+  """Trains (or resumes, or just reads) the run of `hparams` in `model_dir`; returns its metrics."""
+  claim_run_dir(model_dir, hparams)
+  metrics_path = os.path.join(model_dir, METRICS)
+  if tf.io.gfile.exists(metrics_path):
+    logging.info('%s already finished; nothing to do', model_dir)
+    return io_utils.read_json(metrics_path)
+  if options.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  run = Run(hparams, options, model_dir, data, strategy)
+  io_utils.write_text(os.path.join(model_dir, 'operative_config.gin'), gin.operative_config_str())
+  run.restore_or_initialize()
+  run.train()
+  return run.finish()

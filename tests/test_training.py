@@ -1,0 +1,132 @@
+import glob
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, fashion_mnist, parse, run_binary
+from lmc_tf import config as config_lib
+from lmc_tf import data as data_lib
+from lmc_tf import io_utils
+from lmc_tf.errors import UserError
+from lmc_tf.training import optim, trainer
+
+CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, 'gin_configs', '*.gin'))
+                 if not p.endswith('quick.gin'))
+
+
+def test_every_table_1_config_is_there():
+  assert CONFIGS == sorted([
+      'lenet_mnist.gin', 'lenet_fashion_mnist.gin', 'resnet20_cifar10.gin',
+      'resnet20_low_cifar10.gin', 'resnet20_warmup_cifar10.gin', 'vgg16_cifar10.gin',
+      'vgg16_low_cifar10.gin', 'vgg16_warmup_cifar10.gin', 'resnet50_imagenet.gin',
+      'inception_v3_imagenet.gin'])
+
+
+@pytest.mark.parametrize('gin_file', CONFIGS)
+def test_every_config_trains_under_quick_gin(gin_file, tmp_path):
+  hparams, _ = parse(gin_file, 'quick.gin')
+  assert hparams.training.training_steps == '200it'
+  # Data that is not on this machine is replaced by random tensors of its shape; ImageNet
+  # models take a small batch so that a step fits a CPU test.
+  bindings = ["TrainingConfig.training_steps = '2it'", 'DatasetConfig.synthetic = True']
+  if 'imagenet' in gin_file:
+    bindings += ['TrainingConfig.batch_size = 4', 'DatasetConfig.train_subset = 8',
+                 'DatasetConfig.test_eval_examples = 8']
+  hparams, options = parse(gin_file, 'quick.gin', bindings=bindings)
+  data = data_lib.load(hparams.dataset)
+  metrics = trainer.train(hparams, options, str(tmp_path), data)
+  assert metrics['iterations'] == 2
+  assert np.isfinite(metrics['test_loss'])
+  assert (tmp_path / 'operative_config.gin').exists() and (tmp_path / 'weights.npz').exists()
+
+
+def test_learning_rate_schedules():
+  step = optim.LearningRate(0.1, 'step', 0, [10, 20], 0.1, 30, 0.0)
+  assert [round(float(step(i)), 6) for i in (0, 9, 10, 19, 20, 29)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+  warm = optim.LearningRate(0.03, 'step', 100, [], 0.1, 300, 0.0)
+  assert [round(float(warm(i)), 6) for i in (0, 50, 100, 200)] == [0.0, 0.015, 0.03, 0.03]
+  linear = optim.LearningRate(0.03, 'linear', 0, [], 0.1, 100, 0.005)
+  assert [round(float(linear(i)), 6) for i in (0, 50, 100)] == [0.03, 0.0175, 0.005]
+
+
+def _lenet(tmp_path, fashion_mnist_splits, bindings=(), name='run'):
+  hparams, options = parse('lenet_fashion_mnist.gin', bindings=[
+      "TrainingConfig.training_steps = '300it'", 'DatasetConfig.train_subset = 6000',
+      'DatasetConfig.test_eval_examples = 2000', *bindings])
+  data = fashion_mnist(fashion_mnist_splits, **{
+      k: v for k, v in hparams.dataset.__dict__.items() if k != 'name'})
+  return trainer.train(hparams, options, str(tmp_path / name), data)
+
+
+def test_training_learns_and_is_deterministic(tmp_path, fashion_mnist_splits):
+  first = _lenet(tmp_path, fashion_mnist_splits, name='a')
+  second = _lenet(tmp_path, fashion_mnist_splits, name='b')
+  assert first['test_error'] < 0.3
+  assert first['test_loss'] == second['test_loss']
+  a, b = (io_utils.read_npz(str(tmp_path / n / 'weights.npz')) for n in 'ab')
+  assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+  checkpoints = sorted(os.listdir(tmp_path / 'a' / 'checkpoints'))
+  # Checkpoints at 0, every epoch (100 iterations) and the end.
+  assert {'ckpt-0.index', 'ckpt-100.index', 'ckpt-200.index', 'ckpt-300.index'} <= set(checkpoints)
+  # Asking for a finished run again reads its metrics.
+  assert _lenet(tmp_path, fashion_mnist_splits, name='a') == first
+
+
+def test_different_config_in_the_same_directory_is_refused(tmp_path, fashion_mnist_splits):
+  _lenet(tmp_path, fashion_mnist_splits, name='a')
+  with pytest.raises(UserError, match='different config.*training.lr'):
+    _lenet(tmp_path, fashion_mnist_splits, bindings=['TrainingConfig.lr = 0.01'], name='a')
+
+
+def test_nan_loss_stops_with_the_iteration(tmp_path, fashion_mnist_splits):
+  with pytest.raises(UserError, match=r'loss is (nan|inf) at iteration \d+'):
+    _lenet(tmp_path, fashion_mnist_splits, bindings=[
+        "TrainingConfig.optimizer = 'sgd'", 'TrainingConfig.lr = 1e30'])
+
+
+def test_rewinding_point_past_the_end_is_refused(tmp_path, fashion_mnist_splits):
+  with pytest.raises(UserError, match="rewinding point '5000it' is past the end"):
+    _lenet(tmp_path, fashion_mnist_splits, bindings=["RunOptions.checkpoint_at = ('5000it',)"])
+
+
+RESUME_ARGS = ['--gin_file=lenet_fashion_mnist.gin', '--gin_bindings=TrainingConfig.training_steps = "3000it"',
+               '--gin_bindings=DatasetConfig.train_subset = 6000',
+               '--gin_bindings=DatasetConfig.test_eval_examples = 1000',
+               '--gin_bindings=DatasetConfig.train_eval_examples = 1000']
+
+
+def test_sigkill_and_resume_gives_bitwise_identical_weights(tmp_path):
+  reference = run_binary('lmc_tf.train', *RESUME_ARGS, f'--model_dir={tmp_path / "ref"}')
+  assert reference.returncode == 0, reference.stderr[-2000:]
+
+  model_dir = tmp_path / 'killed'
+  process = subprocess.Popen([sys.executable, '-m', 'lmc_tf.train', *RESUME_ARGS,
+                              f'--model_dir={model_dir}'], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # Kill at a random moment after the second epoch checkpoint, before the end.
+  deadline = time.time() + 120
+  while not (model_dir / 'checkpoints' / 'ckpt-200.index').exists():
+    assert process.poll() is None and time.time() < deadline, 'training ended before the kill'
+    time.sleep(0.02)
+  time.sleep(random.uniform(0.0, 1.0))
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (model_dir / 'metrics.json').exists(), 'finished before the kill: lengthen the run'
+
+  resumed = run_binary('lmc_tf.train', *RESUME_ARGS, f'--model_dir={model_dir}')
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert 'Resuming' in resumed.stderr
+  a = io_utils.read_npz(str(tmp_path / 'ref' / 'weights.npz'))
+  b = io_utils.read_npz(str(model_dir / 'weights.npz'))
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  assert (json.loads((tmp_path / 'ref' / 'metrics.json').read_text())['test_loss'] ==
+          json.loads((model_dir / 'metrics.json').read_text())['test_loss'])
