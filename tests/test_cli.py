@@ -6,7 +6,7 @@ from conftest import run_binary
 BASE = ['--gin_file=lenet_fashion_mnist.gin', '--gin_file=quick.gin']
 
 CASES = [
-    ('unknown_model', BASE + ["--gin_bindings=ModelConfig.name = 'lenet_5'"], "unknown model 'lenet_5'"),
+    ('unknown_model', BASE + ["--gin_bindings=ModelConfig.name = 'alexnet'"], "unknown model 'alexnet'"),
     ('unknown_dataset', BASE + ["--gin_bindings=DatasetConfig.name = 'svhn'"], "unknown dataset 'svhn'"),
     ('malformed_binding', BASE + ['--gin_bindings=TrainingConfig.lr = = 3'], 'bad gin config'),
     ('unknown_binding', BASE + ['--gin_bindings=TrainingConfig.learning_rate = 3'], 'bad gin config'),
@@ -35,3 +35,8 @@ def test_model_dir_with_another_config_is_refused(tmp_path):
                       f'--model_dir={tmp_path}')
   assert second.returncode == 1
   assert 'holds a run of a different config' in second.stderr.strip().splitlines()[-1]
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -126,3 +126,8 @@ def test_synthetic_imagenet_has_the_crop_shape():
                                                 synthetic=True))
   images, labels = next(iter(data.train_batches(8, 0, 0, 1)))
   assert images.shape == (8, 299, 299, 3) and labels.shape == (8,)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -60,3 +60,8 @@ def test_prunable_weights_are_conv_and_dense_kernels():
   prunable = {v.name for v in model.variables if models.is_prunable_weight(v)}
   assert 'conv/kernel:0' in prunable and 'fc_out/kernel:0' in prunable
   assert not any('bn' in n or 'bias' in n for n in prunable)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

@@ -14,3 +14,8 @@ def test_to_iterations(text, expected):
 def test_unparsable_steps_are_user_errors(text):
   with pytest.raises(UserError, match='500it'):
     steps.to_iterations(text, 100)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))

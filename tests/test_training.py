@@ -130,3 +130,8 @@ def test_sigkill_and_resume_gives_bitwise_identical_weights(tmp_path):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
   assert (json.loads((tmp_path / 'ref' / 'metrics.json').read_text())['test_loss'] ==
           json.loads((model_dir / 'metrics.json').read_text())['test_loss'])
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))
