@@ -67,6 +67,18 @@ class RunOptions:
   deterministic: bool = True  # tf.config.experimental.enable_op_determinism
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PruningConfig:
+  fraction: float = 0.2  # of the remaining weights, per IMP level
+  scope: str = 'global'  # 'global' across all prunable layers, or 'layerwise'
+  prune_output_layer: bool = True
+  rewind: str = '0it'  # k: surviving weights go back to their values at this point
+  style: str = 'iterative'  # or 'one_shot': a single round to the target density
+  # Seeds the random-pruning masks and the random-reinit weights (never 0..N, the usual seeds).
+  baseline_seed: int = 1000
+
+
 @dataclasses.dataclass(frozen=True)
 class Hparams:
   dataset: DatasetConfig

@@ -1,7 +1,7 @@
 """Model names: 'lenet_300_100', 'cifar_resnet_<depth>[_<width>]', 'cifar_vgg_<depth>',
 'resnet_50', 'inception_v3'.
 
-Building clears the Keras session first, so layer and variable names (the
+Building resets Keras' layer-name counters first, so layer and variable names (the
 keys of saved weights and masks) do not depend on what was built before, then
 seeds all initializers from the init seed.
 """
@@ -31,7 +31,7 @@ def build(name, input_shape, num_classes, init_seed):
   for pattern, builder in _NAMES:
     match = re.fullmatch(pattern, name)
     if match:
-      tf.keras.backend.clear_session()
+      tf.keras.backend.reset_uids()
       tf.keras.utils.set_random_seed(init_seed)
       return builder(match, tuple(input_shape), num_classes)
   raise UserError(f'unknown model {name!r}: choose one of {KNOWN}')

@@ -7,13 +7,17 @@ A run directory holds:
                         every epoch, the end); never rotated away
   events.out.tfevents.* TensorBoard summaries
   weights.npz           final weights, variable path -> array (written before metrics.json)
+  mask.npz              the pruning mask, kernel path -> 0/1 array (runs given a mask)
   metrics.json          final results; its presence marks the run finished
 """
+import dataclasses
 import os
 import time
+from typing import Dict, Optional
 
 from absl import logging
 import gin
+import numpy as np
 import tensorflow as tf
 
 from lmc_tf import config as config_lib
@@ -21,20 +25,35 @@ from lmc_tf import io_utils
 from lmc_tf import models
 from lmc_tf import steps as steps_lib
 from lmc_tf.errors import UserError
+from lmc_tf.pruning import masking
 from lmc_tf.training import loop
 from lmc_tf.training import optim
 
 HPARAMS = 'hparams.json'
 METRICS = 'metrics.json'
 WEIGHTS = 'weights.npz'
+MASK = 'mask.npz'
 CHECKPOINTS = 'checkpoints'
 
 
-def claim_run_dir(model_dir, hparams):
-  """Creates or reuses `model_dir` for `hparams`; refuses one that holds another config."""
+@dataclasses.dataclass
+class Start:
+  """A run that starts at `iteration` from given weights and mask, with a fresh optimizer
+  (as OpenLTH's rewinding does); the learning-rate schedule and the data order continue
+  from `iteration`."""
+  weights: Dict[str, object]
+  masks: Optional[Dict[str, object]]
+  iteration: int
+
+
+def claim_run_dir(model_dir, hparams, lineage=None):
+  """Creates or reuses `model_dir` for `hparams` (and `lineage`: how the run's start state
+  was made, e.g. its IMP level); refuses a directory that holds another config."""
   tf.io.gfile.makedirs(model_dir)
   path = os.path.join(model_dir, HPARAMS)
   wanted = hparams.to_dict()
+  if lineage:
+    wanted['lineage'] = lineage
   if tf.io.gfile.exists(path):
     found = io_utils.read_json(path)
     if found != wanted:
@@ -46,8 +65,22 @@ def claim_run_dir(model_dir, hparams):
 
 
 def weights_dict(model):
-  """Variable path (without ':0') -> numpy array, for every variable of the model."""
-  return {v.name.split(':')[0]: v.numpy() for v in model.variables}
+  """Variable path (without ':0') -> numpy array, for every variable of the model but the
+  pruning wrappers' own (masks are saved apart)."""
+  bookkeeping = {id(v) for layer in masking.masked_layers(model)
+                 for v in layer.non_trainable_weights[len(layer.layer.non_trainable_weights):]}
+  return {masking.variable_path(v): v.numpy() for v in model.variables
+          if id(v) not in bookkeeping}
+
+
+def checkpoint_path(model_dir, iteration):
+  """The checkpoint of `model_dir` at `iteration`, or a UserError naming the fix."""
+  path = os.path.join(model_dir, CHECKPOINTS, f'ckpt-{iteration}')
+  if not tf.io.gfile.exists(path + '.index'):
+    raise UserError(f'{model_dir} has no checkpoint at iteration {iteration}: add '
+                    f"'{iteration}it' to RunOptions.checkpoint_at and train that run again "
+                    'in a new directory')
+  return path
 
 
 def _format_seconds(seconds):
@@ -55,11 +88,25 @@ def _format_seconds(seconds):
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+def build_model(hparams, data):
+  """The run's model: built from the init seed, prunable layers wrapped with masks of ones."""
+  return masking.wrap(models.build(hparams.model.name, data.image_shape, data.num_classes,
+                                   hparams.training.init_seed))
+
+
+def weights_at(model_dir, iteration, hparams, data):
+  """(weights, masks) of the run in `model_dir` at checkpoint `iteration`."""
+  model = build_model(hparams, data)
+  tf.train.Checkpoint(model=model).read(checkpoint_path(model_dir, iteration)).expect_partial()
+  return weights_dict(model), masking.get_masks(model)
+
+
 class Run:
   """A model, its optimizer and checkpoints, built under `strategy` from `hparams`."""
 
-  def __init__(self, hparams, options, model_dir, data, strategy=None):
+  def __init__(self, hparams, options, model_dir, data, strategy=None, start=None):
     self.hparams, self.options, self.model_dir, self.data = hparams, options, model_dir, data
+    self.start = start
     self.strategy = strategy or tf.distribute.get_strategy()
     training = hparams.training
     self.iterations_per_epoch = data.iterations_per_epoch(training.batch_size)
@@ -76,10 +123,9 @@ class Run:
     self.log_every = max(1, to_it(options.log_every))
     self.eval_every = max(1, to_it(options.eval_every))
     with self.strategy.scope():
-      self.model = models.build(hparams.model.name, data.image_shape, data.num_classes,
-                                training.init_seed)
-      self.optimizer = optim.make_optimizer(
-          training, optim.make_schedule(training, self.iterations_per_epoch))
+      self.model = build_model(hparams, data)
+      self.schedule = optim.make_schedule(training, self.iterations_per_epoch)
+      self.optimizer = optim.make_optimizer(training, self.schedule)
       self.optimizer.build(self.model.trainable_variables)
       self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.steps = loop.Steps(self.model, self.optimizer, self.strategy, training.batch_size,
@@ -107,14 +153,37 @@ class Run:
     candidates += [p for p in self.checkpoint_points if p > iteration]
     return min(candidates)
 
+  def set_weights(self, weights):
+    """Assigns weights by variable path; every model variable must be given."""
+    variables = {masking.variable_path(v): v for v in self.model.variables}
+    own = weights_dict(self.model)
+    missing = sorted(set(own) - set(weights))
+    if missing:
+      raise UserError(f'the weights do not fit the model: {missing[:3]} missing: start from '
+                      'a run of the same model config')
+    for path in own:
+      if tuple(np.shape(weights[path])) != tuple(variables[path].shape):
+        raise UserError(f'the weights of {path} have shape {np.shape(weights[path])}, the '
+                        f'model {tuple(variables[path].shape)}: use the same model config')
+      variables[path].assign(weights[path])
+
   def restore_or_initialize(self):
-    """Restores the latest checkpoint, or saves the initial state as checkpoint 0."""
+    """Restores the latest checkpoint, or sets up the start state and checkpoints it."""
     latest = self.manager.latest_checkpoint
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info('Resuming %s at iteration %d', self.model_dir, self.iteration)
-    else:
-      self.manager.save(checkpoint_number=0)
+      return
+    iteration = 0
+    if self.start is not None:
+      if not 0 <= self.start.iteration < self.total:
+        raise UserError(f'start iteration {self.start.iteration} is outside training '
+                        f'(0..{self.total - 1}): choose an earlier rewinding point')
+      self.set_weights(self.start.weights)
+      masking.set_masks(self.model, self.start.masks)
+      iteration = self.start.iteration
+      self.optimizer.iterations.assign(iteration)
+    self.manager.save(checkpoint_number=iteration)
 
   def train(self):
     """Trains from the current iteration to the end, checkpointing and logging on the way."""
@@ -153,7 +222,7 @@ class Run:
     accuracy = float(self.steps.train_accuracy.result())
     tf.summary.scalar('train/loss', loss)
     tf.summary.scalar('train/accuracy', accuracy)
-    tf.summary.scalar('learning_rate', float(self.optimizer.learning_rate))
+    tf.summary.scalar('learning_rate', float(self.schedule(iteration)))
     self.steps.train_loss.reset_state()
     self.steps.train_accuracy.reset_state()
     rate = (iteration - start) / max(time.time() - began, 1e-9)
@@ -168,20 +237,26 @@ class Run:
       for key, value in self.steps.evaluate(self.data, split).items():
         metrics[f'{split}_{key}'] = value
     io_utils.write_npz(os.path.join(self.model_dir, WEIGHTS), weights_dict(self.model))
+    if self.start is not None and self.start.masks is not None:
+      io_utils.write_npz(os.path.join(self.model_dir, MASK), masking.get_masks(self.model))
     io_utils.write_json(os.path.join(self.model_dir, METRICS), metrics)
     return metrics
 
 
-def train(hparams, options, model_dir, data, strategy=None):
-  """Trains (or resumes, or just reads) the run of `hparams` in `model_dir`; returns its metrics."""
-  claim_run_dir(model_dir, hparams)
+def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=None):
+  """Trains (or resumes, or just reads) the run of `hparams` in `model_dir`; returns its metrics.
+
+  `start` begins the run from given weights, mask and iteration instead of the
+  initialization; `lineage` records in hparams.json how that start was made.
+  """
+  claim_run_dir(model_dir, hparams, lineage)
   metrics_path = os.path.join(model_dir, METRICS)
   if tf.io.gfile.exists(metrics_path):
     logging.info('%s already finished; nothing to do', model_dir)
     return io_utils.read_json(metrics_path)
   if options.deterministic:
     tf.config.experimental.enable_op_determinism()
-  run = Run(hparams, options, model_dir, data, strategy)
+  run = Run(hparams, options, model_dir, data, strategy, start)
   io_utils.write_text(os.path.join(model_dir, 'operative_config.gin'), gin.operative_config_str())
   run.restore_or_initialize()
   run.train()

@@ -1,0 +1,1 @@
+"""Pruning masks held in customized tfmot wrappers, and iterative magnitude pruning (IMP)."""

@@ -1,0 +1,169 @@
+"""Lottery tickets: IMP with rewinding, one-shot pruning, random pruning and random reinit.
+
+Layout under the model directory:
+  level_00/                      the unpruned network, trained from init (checkpointed at k)
+  level_NN/                      the IMP subnetwork of level NN: W_k masked, trained k -> T
+  level_NN_random_pruning/       a random mask with level NN's per-layer counts, W_k, k -> T
+  level_NN_random_reinit/        level NN's mask on freshly drawn weights, k -> T
+  lottery.json                   per level and variant: density and final metrics
+Each level directory is a run directory (see trainer.py) with mask.npz and sparsity.json.
+"""
+import dataclasses
+import io
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from lmc_tf import io_utils
+from lmc_tf import steps as steps_lib
+from lmc_tf.errors import UserError
+from lmc_tf.pruning import rules
+from lmc_tf.training import trainer
+
+OUTPUT_LAYER = 'fc_out/kernel'
+BASELINES = ('random_pruning', 'random_reinit')
+SUMMARY = 'lottery.json'
+
+
+def level_dir(model_dir, level, variant='imp'):
+  name = f'level_{level:02d}'
+  return os.path.join(model_dir, name if variant == 'imp' else f'{name}_{variant}')
+
+
+def _density_chart(report, title):
+  """A PNG bar chart of the layerwise densities, as a TensorBoard image tensor."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  names = list(report['layers'])
+  fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(names) + 2), 3.5))
+  ax.bar(range(len(names)), [report['layers'][n]['density'] for n in names])
+  ax.set_xticks(range(len(names)))
+  ax.set_xticklabels([n.replace('/kernel', '') for n in names], rotation=90, fontsize=7)
+  ax.set_ylabel('density (fraction kept)')
+  ax.set_ylim(0, 1.05)
+  ax.set_title(title)
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=80)
+  plt.close(fig)
+  return tf.image.decode_png(buffer.getvalue(), channels=4)[None]
+
+
+class Lottery:
+  """Runs IMP levels (and baselines) for one network config in one model directory."""
+
+  def __init__(self, hparams, options, pruning, model_dir, data, strategy=None):
+    self.hparams, self.options, self.pruning = hparams, options, pruning
+    self.model_dir, self.data, self.strategy = model_dir, data, strategy
+    if not 0.0 < pruning.fraction < 1.0:
+      raise UserError(f'PruningConfig.fraction {pruning.fraction} is outside (0, 1): give the '
+                      'fraction of remaining weights pruned per level, e.g. 0.2')
+    iterations_per_epoch = data.iterations_per_epoch(hparams.training.batch_size)
+    self.rewind = steps_lib.to_iterations(pruning.rewind, iterations_per_epoch)
+    self.excluded = () if pruning.prune_output_layer else (OUTPUT_LAYER,)
+    self.writer = None
+    self.summary = {}
+
+  def _lineage(self, level, variant):
+    return {'level': level, 'variant': variant, 'rewind_iteration': self.rewind,
+            'pruning': dataclasses.asdict(self.pruning)}
+
+  def train_dense(self):
+    """Level 0: the unpruned network from init, checkpointed at the rewinding point."""
+    options = dataclasses.replace(
+        self.options, checkpoint_at=tuple(self.options.checkpoint_at) + (f'{self.rewind}it',))
+    metrics = trainer.train(self.hparams, options, level_dir(self.model_dir, 0), self.data,
+                            self.strategy)
+    self._record(0, 'imp', None, metrics)
+    return metrics
+
+  def masks_for_level(self, level, target_density=None):
+    """The IMP masks of `level`, from the trained weights of level - 1 (or level 0 one-shot)."""
+    ones = {p: np.ones_like(m) for p, m in self._level_masks(0).items()}
+    if self.pruning.style == 'one_shot':
+      weights = io_utils.read_npz(os.path.join(level_dir(self.model_dir, 0), trainer.WEIGHTS))
+      return rules.one_shot_masks(weights, ones, target_density, self.pruning.scope,
+                                  self.excluded)
+    if self.pruning.style != 'iterative':
+      raise UserError(f'unknown PruningConfig.style {self.pruning.style!r}: choose iterative '
+                      'or one_shot')
+    previous = level_dir(self.model_dir, level - 1)
+    weights = io_utils.read_npz(os.path.join(previous, trainer.WEIGHTS))
+    return rules.imp_masks(weights, self._level_masks(level - 1), ones, self.pruning.fraction,
+                           level, self.pruning.scope, self.excluded)
+
+  def _level_masks(self, level):
+    if level == 0:
+      _, masks = trainer.weights_at(level_dir(self.model_dir, 0), 0, self.hparams, self.data)
+      return masks
+    return io_utils.read_npz(os.path.join(level_dir(self.model_dir, level), trainer.MASK))
+
+  def train_level(self, level, masks, variant='imp'):
+    """Trains the subnetwork of `level` (or one of its baselines) from the rewinding point."""
+    rewound, _ = trainer.weights_at(level_dir(self.model_dir, 0), self.rewind, self.hparams,
+                                    self.data)
+    seed = self.pruning.baseline_seed + level
+    if variant == 'random_pruning':
+      masks = rules.random_masks(masks, seed)
+    elif variant == 'random_reinit':
+      fresh = dataclasses.replace(self.hparams, training=dataclasses.replace(
+          self.hparams.training, init_seed=seed))
+      rewound = trainer.weights_dict(trainer.build_model(fresh, self.data))
+    elif variant != 'imp':
+      raise UserError(f'unknown baseline {variant!r}: choose from {", ".join(BASELINES)}')
+    directory = level_dir(self.model_dir, level, variant)
+    metrics = trainer.train(self.hparams, self.options, directory, self.data, self.strategy,
+                            start=trainer.Start(rewound, masks, self.rewind),
+                            lineage=self._lineage(level, variant))
+    report = rules.layer_report(masks)
+    io_utils.write_json(os.path.join(directory, 'sparsity.json'), report)
+    self._record(level, variant, report, metrics)
+    return metrics
+
+  def _record(self, level, variant, report, metrics):
+    density = 1.0 if report is None else report['total']['density']
+    self.summary.setdefault(variant, {})[str(level)] = dict(metrics, density=density)
+    io_utils.write_json(os.path.join(self.model_dir, SUMMARY), self.summary)
+    if self.writer is None:
+      self.writer = tf.summary.create_file_writer(self.model_dir)
+    with self.writer.as_default(step=level):
+      tf.summary.scalar(f'{variant}/test_error', metrics['test_error'])
+      tf.summary.scalar(f'{variant}/density', density)
+      if report is not None and variant == 'imp':
+        for path, row in report['layers'].items():
+          tf.summary.scalar(f'imp_layer_density/{path}', row['density'])
+        tf.summary.image('imp/layer_densities', _density_chart(
+            report, f'level {level}: density {density:.4f}'))
+    self.writer.flush()
+    logging.info('%s level %d: density %.4f, test error %.4f', variant, level, density,
+                 metrics['test_error'])
+
+
+def run(hparams, options, pruning, model_dir, data, strategy=None, levels=None,
+        target_density=None, baselines=(), baseline_levels=None):
+  """IMP to `levels` levels (or to `target_density`), with baselines at `baseline_levels`."""
+  if (levels is None) == (target_density is None):
+    raise UserError('give exactly one of --levels and --target_density')
+  if target_density is not None:
+    rules.check_density(target_density)
+    levels = (1 if pruning.style == 'one_shot' else
+              rules.levels_for_density(target_density, pruning.fraction))
+  elif pruning.style == 'one_shot':
+    raise UserError('one-shot pruning needs --target_density')
+  if levels < 0:
+    raise UserError(f'--levels={levels} is negative: give 0 or more')
+  for baseline in baselines:
+    if baseline not in BASELINES:
+      raise UserError(f'unknown baseline {baseline!r}: choose from {", ".join(BASELINES)}')
+  lottery = Lottery(hparams, options, pruning, model_dir, data, strategy)
+  lottery.train_dense()
+  for level in range(1, levels + 1):
+    masks = lottery.masks_for_level(level, target_density)
+    lottery.train_level(level, masks)
+    if baseline_levels is None or level in baseline_levels:
+      for baseline in baselines:
+        lottery.train_level(level, masks, baseline)
+  return lottery.summary
