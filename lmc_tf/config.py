@@ -79,6 +79,18 @@ class PruningConfig:
   baseline_seed: int = 1000
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class InterpolationConfig:
+  num_alphas: int = 30
+  alpha_min: float = 0.0  # below 0 or above 1 extrapolates beyond the copies
+  alpha_max: float = 1.0
+  batch_norm: str = 'interpolate'  # or 'recompute' on training data at each alpha
+  batch_norm_batches: int = 50  # training batches for 'recompute'
+  throughout_training: bool = True  # Appendix C: interpolate the copies at every epoch
+  stable_threshold: float = 0.02  # stable: test error instability below this
+
+
 @dataclasses.dataclass(frozen=True)
 class Hparams:
   dataset: DatasetConfig

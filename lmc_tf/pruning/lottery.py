@@ -52,6 +52,20 @@ def _density_chart(report, title):
   return tf.image.decode_png(buffer.getvalue(), channels=4)[None]
 
 
+def start_state(variant, rewound, masks, hparams, data, seed):
+  """(weights, masks) a subnetwork starts from at k: the IMP mask on the rewound weights,
+  a random mask with the same per-layer counts, or the mask on fresh weights (seeded)."""
+  if variant == 'imp':
+    return rewound, masks
+  if variant == 'random_pruning':
+    return rewound, rules.random_masks(masks, seed)
+  if variant == 'random_reinit':
+    fresh = dataclasses.replace(hparams, training=dataclasses.replace(hparams.training,
+                                                                      init_seed=seed))
+    return trainer.weights_dict(trainer.build_model(fresh, data)), masks
+  raise UserError(f'unknown baseline {variant!r}: choose imp or one of {", ".join(BASELINES)}')
+
+
 class Lottery:
   """Runs IMP levels (and baselines) for one network config in one model directory."""
 
@@ -105,18 +119,11 @@ class Lottery:
     """Trains the subnetwork of `level` (or one of its baselines) from the rewinding point."""
     rewound, _ = trainer.weights_at(level_dir(self.model_dir, 0), self.rewind, self.hparams,
                                     self.data)
-    seed = self.pruning.baseline_seed + level
-    if variant == 'random_pruning':
-      masks = rules.random_masks(masks, seed)
-    elif variant == 'random_reinit':
-      fresh = dataclasses.replace(self.hparams, training=dataclasses.replace(
-          self.hparams.training, init_seed=seed))
-      rewound = trainer.weights_dict(trainer.build_model(fresh, self.data))
-    elif variant != 'imp':
-      raise UserError(f'unknown baseline {variant!r}: choose from {", ".join(BASELINES)}')
+    weights, masks = start_state(variant, rewound, masks, self.hparams, self.data,
+                                 self.pruning.baseline_seed + level)
     directory = level_dir(self.model_dir, level, variant)
     metrics = trainer.train(self.hparams, self.options, directory, self.data, self.strategy,
-                            start=trainer.Start(rewound, masks, self.rewind),
+                            start=trainer.Start(weights, masks, self.rewind),
                             lineage=self._lineage(level, variant))
     report = rules.layer_report(masks)
     io_utils.write_json(os.path.join(directory, 'sparsity.json'), report)

@@ -37,15 +37,19 @@ class MaskedLayer(pruning_wrapper.PruneLowMagnitude):
     self._name = layer.name
 
   def call(self, inputs, training=None, **kwargs):
-    layer = self.layer
-    kernel = _masked_identity(layer.kernel, self.mask)
-    if isinstance(layer, tf.keras.layers.Dense):
-      outputs = tf.matmul(inputs, kernel)
-    else:
-      outputs = layer.convolution_op(inputs, kernel)
-    if layer.use_bias:
-      outputs = tf.nn.bias_add(outputs, layer.bias)
-    return layer.activation(outputs)
+    kernel = _masked_identity(self.layer.kernel, self.mask)
+    return self.finish(self.linear(inputs, kernel), self.layer.bias if self.layer.use_bias else None)
+
+  def linear(self, inputs, kernel):
+    """The layer's linear map with an explicit kernel (no bias, no activation)."""
+    if isinstance(self.layer, tf.keras.layers.Dense):
+      return tf.matmul(inputs, kernel)
+    return self.layer.convolution_op(inputs, kernel)
+
+  def finish(self, outputs, bias):
+    if bias is not None:
+      outputs = tf.nn.bias_add(outputs, bias)
+    return self.layer.activation(outputs)
 
   @property
   def mask(self):

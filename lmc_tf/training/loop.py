@@ -11,6 +11,14 @@ import tensorflow as tf
 EVAL_BATCH_SIZE = 1000
 
 
+def eval_dataset(data, split, strategy):
+  """(padded batches of `split`, example count). Small evaluation sets get one batch of their
+  own size, not a mostly padded one; the batch splits evenly over replicas."""
+  replicas = strategy.num_replicas_in_sync
+  batch_size = min(EVAL_BATCH_SIZE, math.ceil(data.eval_count(split) / replicas) * replicas)
+  return data.eval_batches(split, batch_size)
+
+
 def split_outputs(outputs):
   """(logits, aux_logits or None): models with an auxiliary head return a list."""
   if isinstance(outputs, (list, tuple)):
@@ -86,10 +94,6 @@ class Steps:
 
   def evaluate(self, data, split):
     """{'loss', 'error'} of the model on a split ('test' or 'train') of `data`."""
-    # Small evaluation sets get one batch of their own size, not a mostly padded one; the
-    # batch splits evenly over replicas.
-    replicas = self.strategy.num_replicas_in_sync
-    batch_size = min(EVAL_BATCH_SIZE, math.ceil(data.eval_count(split) / replicas) * replicas)
-    dataset, count = data.eval_batches(split, batch_size)
+    dataset, count = eval_dataset(data, split, self.strategy)
     loss_sum, correct_sum = self._evaluate(self.strategy.experimental_distribute_dataset(dataset))
     return {'loss': float(loss_sum) / count, 'error': 1.0 - float(correct_sum) / count}

@@ -64,13 +64,31 @@ def claim_run_dir(model_dir, hparams, lineage=None):
     io_utils.write_json(path, wanted)
 
 
-def weights_dict(model):
-  """Variable path (without ':0') -> numpy array, for every variable of the model but the
+def weight_variables(model):
+  """Variable path (without ':0') -> variable, for every variable of the model but the
   pruning wrappers' own (masks are saved apart)."""
   bookkeeping = {id(v) for layer in masking.masked_layers(model)
                  for v in layer.non_trainable_weights[len(layer.layer.non_trainable_weights):]}
-  return {masking.variable_path(v): v.numpy() for v in model.variables
-          if id(v) not in bookkeeping}
+  return {masking.variable_path(v): v for v in model.variables if id(v) not in bookkeeping}
+
+
+def weights_dict(model):
+  """Variable path -> numpy array: the contents of weights.npz."""
+  return {path: v.numpy() for path, v in weight_variables(model).items()}
+
+
+def assign_weights(model, weights):
+  """Assigns weights by variable path; every model variable must be given, in its shape."""
+  variables = weight_variables(model)
+  missing = sorted(set(variables) - set(weights))
+  if missing:
+    raise UserError(f'the weights do not fit the model: {missing[:3]} missing: use weights '
+                    'of the same model config')
+  for path, variable in variables.items():
+    if tuple(np.shape(weights[path])) != tuple(variable.shape):
+      raise UserError(f'the weights of {path} have shape {np.shape(weights[path])}, the '
+                      f'model {tuple(variable.shape)}: use the same model config')
+    variable.assign(weights[path])
 
 
 def checkpoint_path(model_dir, iteration):
@@ -153,20 +171,6 @@ class Run:
     candidates += [p for p in self.checkpoint_points if p > iteration]
     return min(candidates)
 
-  def set_weights(self, weights):
-    """Assigns weights by variable path; every model variable must be given."""
-    variables = {masking.variable_path(v): v for v in self.model.variables}
-    own = weights_dict(self.model)
-    missing = sorted(set(own) - set(weights))
-    if missing:
-      raise UserError(f'the weights do not fit the model: {missing[:3]} missing: start from '
-                      'a run of the same model config')
-    for path in own:
-      if tuple(np.shape(weights[path])) != tuple(variables[path].shape):
-        raise UserError(f'the weights of {path} have shape {np.shape(weights[path])}, the '
-                        f'model {tuple(variables[path].shape)}: use the same model config')
-      variables[path].assign(weights[path])
-
   def restore_or_initialize(self):
     """Restores the latest checkpoint, or sets up the start state and checkpoints it."""
     latest = self.manager.latest_checkpoint
@@ -179,7 +183,7 @@ class Run:
       if not 0 <= self.start.iteration < self.total:
         raise UserError(f'start iteration {self.start.iteration} is outside training '
                         f'(0..{self.total - 1}): choose an earlier rewinding point')
-      self.set_weights(self.start.weights)
+      assign_weights(self.model, self.start.weights)
       masking.set_masks(self.model, self.start.masks)
       iteration = self.start.iteration
       self.optimizer.iterations.assign(iteration)

@@ -1,0 +1,1 @@
+"""Instability analysis: interpolation, error barriers, and the appendix's comparisons."""

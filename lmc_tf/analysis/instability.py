@@ -1,0 +1,286 @@
+"""Instability analysis of a network (or subnetwork) at iteration k.
+
+Train to k (the `parent` run; at k = 0 the initialization is used directly);
+make copies; optionally apply a mask (an IMP mask, or a random-pruning or
+random-reinit baseline of it); train each copy from k to the end under its own
+data-order seed; compare the copies. Layout of the analysis directory:
+
+  hparams.json            the config, the analysis settings and the mask's hash
+  parent/                 a run directory: the network trained from init (k > 0)
+  copy_0/, copy_1/, ...   run directories of the copies (weights.npz, mask.npz,
+                          a checkpoint every epoch)
+  metrics.json            everything below; its presence marks the analysis done
+  events.out.tfevents.*   the same numbers as TensorBoard summaries, and plots
+"""
+import dataclasses
+import hashlib
+import io
+import itertools
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from lmc_tf import io_utils
+from lmc_tf import steps as steps_lib
+from lmc_tf.analysis import distances
+from lmc_tf.analysis import interpolation
+from lmc_tf.errors import UserError
+from lmc_tf.pruning import lottery
+from lmc_tf.pruning import masking
+from lmc_tf.training import trainer
+
+METRICS = 'metrics.json'
+SPLITS = ('test', 'train')
+
+
+def _mask_digest(masks):
+  digest = hashlib.sha256()
+  for path in sorted(masks):
+    digest.update(path.encode())
+    digest.update(np.ascontiguousarray(masks[path], np.float32).tobytes())
+  return digest.hexdigest()
+
+
+def _curve_plot(alphas, curves, title):
+  """A PNG of error against alpha for each split, as a TensorBoard image tensor."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for split, curve in curves.items():
+    ax.plot(alphas, 100 * np.asarray(curve['error']), marker='.', label=split)
+  ax.set_xlabel('interpolation alpha')
+  ax.set_ylabel('error (%)')
+  ax.set_title(title)
+  ax.legend()
+  fig.tight_layout()
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=80)
+  plt.close(fig)
+  return tf.image.decode_png(buffer.getvalue(), channels=4)[None]
+
+
+class Analysis:
+  """Trains the copies of one instability analysis and compares them."""
+
+  def __init__(self, hparams, options, interp, model_dir, data, strategy=None, rewind='0it',
+               copies=2, data_order_seeds=None, masks=None, baseline='imp', baseline_seed=1000):
+    self.hparams, self.options, self.interp = hparams, options, interp
+    self.model_dir, self.data = model_dir, data
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.iterations_per_epoch = data.iterations_per_epoch(hparams.training.batch_size)
+    self.k = steps_lib.to_iterations(rewind, self.iterations_per_epoch)
+    self.total = steps_lib.to_iterations(hparams.training.training_steps,
+                                         self.iterations_per_epoch)
+    if self.k >= self.total:
+      raise UserError(f'rewinding point {rewind!r} ({self.k}it) is not before the end of '
+                      f'training ({self.total}it): choose an earlier point')
+    if copies < 2:
+      raise UserError(f'--copies={copies}: the analysis compares at least 2 copies')
+    if data_order_seeds is None:
+      data_order_seeds = [hparams.training.data_order_seed + 1 + i for i in range(copies)]
+    if len(data_order_seeds) != copies:
+      raise UserError(f'{len(data_order_seeds)} data-order seeds for {copies} copies: give one '
+                      'per copy')
+    if baseline != 'imp' and masks is None:
+      raise UserError(f'--baseline={baseline} needs the --mask it is a baseline of')
+    if interp.num_alphas < 2 or interp.alpha_min >= interp.alpha_max:
+      raise UserError('interpolation needs num_alphas >= 2 and alpha_min < alpha_max')
+    if interp.batch_norm not in ('interpolate', 'recompute'):
+      raise UserError(f'unknown InterpolationConfig.batch_norm {interp.batch_norm!r}: choose '
+                      'interpolate or recompute')
+    self.seeds = list(data_order_seeds)
+    self.masks, self.baseline, self.baseline_seed = masks, baseline, baseline_seed
+    self.alphas = np.linspace(interp.alpha_min, interp.alpha_max, interp.num_alphas)
+
+  def settings(self):
+    """What, beyond hparams, determines the analysis: written to its hparams.json."""
+    return {'analysis': 'instability', 'rewind_iteration': self.k, 'data_order_seeds': self.seeds,
+            'mask_sha256': None if self.masks is None else _mask_digest(self.masks),
+            'baseline': self.baseline,
+            'baseline_seed': self.baseline_seed if self.baseline != 'imp' else None,
+            'interpolation': dataclasses.asdict(self.interp)}
+
+  def start_state(self):
+    """(weights at init, weights at k, the copies' start weights, their masks)."""
+    if self.k == 0:
+      initial = trainer.weights_dict(self._model())
+      rewound = initial
+    else:
+      parent = os.path.join(self.model_dir, 'parent')
+      options = dataclasses.replace(self.options, checkpoint_at=tuple(
+          self.options.checkpoint_at) + (f'{self.k}it',))
+      trainer.train(self.hparams, options, parent, self.data, self.strategy)
+      initial, _ = trainer.weights_at(parent, 0, self.hparams, self.data)
+      rewound, _ = trainer.weights_at(parent, self.k, self.hparams, self.data)
+    if self.masks is None:
+      return initial, rewound, rewound, None
+    weights, masks = lottery.start_state(self.baseline, rewound, self.masks, self.hparams,
+                                         self.data, self.baseline_seed)
+    return initial, rewound, weights, masks
+
+  def _model(self):
+    with self.strategy.scope():
+      return trainer.build_model(self.hparams, self.data)
+
+  def train_copies(self, start_weights, masks):
+    directories = []
+    options = dataclasses.replace(self.options, checkpoint_every_epoch=True)
+    lineage = {key: value for key, value in self.settings().items() if key != 'interpolation'}
+    for index, seed in enumerate(self.seeds):
+      hparams = dataclasses.replace(self.hparams, training=dataclasses.replace(
+          self.hparams.training, data_order_seed=seed))
+      directory = os.path.join(self.model_dir, f'copy_{index}')
+      trainer.train(hparams, options, directory, self.data, self.strategy,
+                    start=trainer.Start(start_weights, masks, self.k), lineage=lineage)
+      directories.append(directory)
+    return directories
+
+  def run(self):
+    trainer.claim_run_dir(self.model_dir, self.hparams, self.settings())
+    metrics_path = os.path.join(self.model_dir, METRICS)
+    if tf.io.gfile.exists(metrics_path):
+      logging.info('%s already analysed; nothing to do', self.model_dir)
+      return io_utils.read_json(metrics_path)
+    initial, rewound, start_weights, masks = self.start_state()
+    directories = self.train_copies(start_weights, masks)
+    model = self._model()
+    interpolator = interpolation.Interpolator(model, self.strategy)
+    if masks is None:
+      masks = masking.get_masks(model)  # all ones
+    finals = [io_utils.read_npz(os.path.join(d, trainer.WEIGHTS)) for d in directories]
+    pairs = [self._compare(interpolator, finals[i], finals[j], masks, directories[i],
+                           directories[j]) for i, j in itertools.combinations(range(len(finals)), 2)]
+    metrics = _mean_over_pairs(pairs)
+    metrics['interpolation']['alphas'] = [float(a) for a in self.alphas]
+    metrics['stable'] = metrics['instability']['test']['error'] < self.interp.stable_threshold
+    metrics['pairs'] = pairs if len(pairs) > 1 else []
+    metrics['rewind'] = self._rewind_state(interpolator, initial, rewound, start_weights, finals,
+                                           masks, metrics['distances']['l2'])
+    metrics['copies'] = [os.path.basename(d) for d in directories]
+    self._summarize(metrics)
+    io_utils.write_json(metrics_path, metrics)
+    return metrics
+
+  def _bn_batches(self):
+    if self.interp.batch_norm != 'recompute':
+      return None
+    batch_size = self.hparams.training.batch_size
+    return self.data.train_batches(batch_size, 0, 0, self.interp.batch_norm_batches)
+
+  def _compare(self, interpolator, weights_a, weights_b, masks, dir_a, dir_b):
+    """Interpolation, instability and Appendix G distances between two final networks."""
+    result = {'interpolation': {}, 'instability': {}, 'endpoints': {},
+              'distances': {'classification_differences': {}, 'loss_l2': {}}}
+    bn_data = self._bn_batches()
+    for split in SPLITS:
+      curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, split,
+                                 bn_data=bn_data)
+      losses_a, predictions_a, labels = interpolator.per_example(weights_a, self.data, split)
+      losses_b, predictions_b, _ = interpolator.per_example(weights_b, self.data, split)
+      errors = [float(np.mean(predictions_a != labels)), float(np.mean(predictions_b != labels))]
+      mean_losses = [float(np.mean(losses_a)), float(np.mean(losses_b))]
+      result['interpolation'][split] = curve
+      result['endpoints'][split] = {'error': errors, 'loss': mean_losses}
+      result['instability'][split] = {
+          'error': max(curve['error']) - float(np.mean(errors)),
+          'loss': max(curve['loss']) - float(np.mean(mean_losses))}
+      result['distances']['classification_differences'][split] = (
+          distances.classification_differences(predictions_a, predictions_b))
+      result['distances']['loss_l2'][split] = distances.loss_l2_distance(losses_a, losses_b)
+    vector_a = distances.kernel_vector(weights_a, masks)
+    vector_b = distances.kernel_vector(weights_b, masks)
+    result['distances']['l2'] = distances.l2_distance(vector_a, vector_b)
+    result['distances']['cosine'] = distances.cosine_distance(vector_a, vector_b)
+    if self.interp.throughout_training:
+      result['throughout_training'] = self._throughout(interpolator, dir_a, dir_b, bn_data)
+    result['copies'] = [os.path.basename(dir_a), os.path.basename(dir_b)]
+    return result
+
+  def _throughout(self, interpolator, dir_a, dir_b, bn_data):
+    """Appendix C: test-error instability between the copies at every epoch after k."""
+    rows = []
+    first_epoch = self.k // self.iterations_per_epoch + 1
+    iterations = [e * self.iterations_per_epoch for e in
+                  range(first_epoch, self.total // self.iterations_per_epoch + 1)]
+    if not iterations or iterations[-1] != self.total:
+      iterations.append(self.total)
+    for iteration in iterations:
+      weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data)
+      weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data)
+      ends = interpolator.curve(weights_a, weights_b, [0.0, 1.0], self.data, 'test',
+                                bn_data=bn_data)
+      curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, 'test',
+                                 bn_data=bn_data)
+      rows.append({'iteration': iteration, 'epoch': iteration / self.iterations_per_epoch,
+                   'test_error_instability': max(curve['error']) - float(np.mean(ends['error'])),
+                   'test_loss_instability': max(curve['loss']) - float(np.mean(ends['loss']))})
+    return rows
+
+  def _rewind_state(self, interpolator, initial, rewound, start_weights, finals, masks,
+                    final_distance):
+    """Appendix B: the error at k and the L2 distances init -> k -> final."""
+    error_at_k = {}
+    for split in SPLITS:
+      _, predictions, labels = interpolator.per_example(
+          {p: (v * masks[p] if p in masks else v) for p, v in start_weights.items()},
+          self.data, split)
+      error_at_k[split] = float(np.mean(predictions != labels))
+    at_init = distances.kernel_vector(initial, masks)
+    at_k = distances.kernel_vector(rewound, masks)
+    at_start = distances.kernel_vector(start_weights, masks)
+    return {'error_at_k': error_at_k,
+            'l2_init_to_k': distances.l2_distance(at_init, at_k),
+            'l2_k_to_final': distances.l2_distance(at_start,
+                                                   distances.kernel_vector(finals[0], masks)),
+            'l2_final_to_final': final_distance}
+
+  def _summarize(self, metrics):
+    writer = tf.summary.create_file_writer(self.model_dir)
+    with writer.as_default():
+      for split in SPLITS:
+        for key in ('error', 'loss'):
+          tf.summary.scalar(f'instability/{split}_{key}', metrics['instability'][split][key],
+                            step=self.k)
+          for i, value in enumerate(metrics['interpolation'][split][key]):
+            tf.summary.scalar(f'interpolation/{split}_{key}', value, step=i)
+        tf.summary.scalar(f'distances/classification_differences_{split}',
+                          metrics['distances']['classification_differences'][split], step=self.k)
+        tf.summary.scalar(f'distances/loss_l2_{split}', metrics['distances']['loss_l2'][split],
+                          step=self.k)
+        tf.summary.scalar(f'rewind/error_at_k_{split}', metrics['rewind']['error_at_k'][split],
+                          step=self.k)
+      for i, alpha in enumerate(metrics['interpolation']['alphas']):
+        tf.summary.scalar('interpolation/alpha', alpha, step=i)
+      for key in ('l2', 'cosine'):
+        tf.summary.scalar(f'distances/{key}', metrics['distances'][key], step=self.k)
+      for key in ('l2_init_to_k', 'l2_k_to_final', 'l2_final_to_final'):
+        tf.summary.scalar(f'rewind/{key}', metrics['rewind'][key], step=self.k)
+      for row in metrics.get('throughout_training', []):
+        tf.summary.scalar('throughout_training/test_error_instability',
+                          row['test_error_instability'], step=int(row['iteration']))
+      tf.summary.image('interpolation/curves', _curve_plot(
+          metrics['interpolation']['alphas'],
+          {s: metrics['interpolation'][s] for s in SPLITS},
+          f'k={self.k}it: test instability {metrics["instability"]["test"]["error"]:.4f}'),
+                       step=self.k)
+    writer.flush()
+
+
+def _mean_over_pairs(pairs):
+  """The pairs' results averaged leaf by leaf (lists elementwise); one pair: itself."""
+  def mean(values):
+    first = values[0]
+    if isinstance(first, dict):
+      return {key: mean([v[key] for v in values]) for key in first}
+    if isinstance(first, list):
+      if first and isinstance(first[0], (dict, str)):
+        return first if isinstance(first[0], str) else [mean(list(items)) for items in zip(*values)]
+      return [float(np.mean(items)) for items in zip(*values)]
+    if isinstance(first, str):
+      return first
+    return float(np.mean(values))
+  pairs = [{k: v for k, v in pair.items() if k != 'copies'} for pair in pairs]
+  return pairs[0] if len(pairs) == 1 else mean(pairs)

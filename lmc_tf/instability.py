@@ -1,0 +1,72 @@
+r"""Instability analysis: is a network (or subnetwork) at iteration k stable to SGD noise?
+
+  python -m lmc_tf.instability --gin_file=lenet_fashion_mnist.gin --model_dir=runs/lmc_k0 \
+      --rewind=0it [--copies=2] [--data_order_seeds=1,2] \
+      [--mask=runs/imp/level_15/mask.npz --baseline=imp|random_pruning|random_reinit]
+
+Trains the copies from k under different data orders, interpolates between
+them (InterpolationConfig in gin), and writes metrics.json and TensorBoard
+summaries to --model_dir. See lmc_tf/analysis/instability.py for the layout.
+"""
+import lmc_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+from absl import app
+from absl import flags
+import gin
+
+from lmc_tf import cli
+from lmc_tf import config as config_lib
+from lmc_tf import data as data_lib
+from lmc_tf import io_utils
+from lmc_tf.analysis import instability
+from lmc_tf.errors import UserError
+from lmc_tf.training import strategy as strategy_lib
+
+flags.DEFINE_string('rewind', '0it', 'The iteration k the copies are made at: "0it", "500it", '
+                    '"5ep".')
+flags.DEFINE_integer('copies', 2, 'Number of copies trained from k.')
+flags.DEFINE_list('data_order_seeds', None, 'One data-order seed per copy (default: the '
+                  "config's data_order_seed + 1, + 2, ...).")
+flags.DEFINE_string('mask', None, 'A mask.npz (e.g. from an IMP level) applied to the copies.')
+flags.DEFINE_enum('baseline', 'imp', ['imp', 'random_pruning', 'random_reinit'],
+                  'imp: the mask on the weights at k; random_pruning: a random mask with its '
+                  'per-layer counts; random_reinit: the mask on freshly drawn weights.')
+
+FLAGS = cli.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
+  if not FLAGS.model_dir:
+    raise UserError('--model_dir is required: name the directory for the analysis')
+  hparams, options = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  with gin.unlock_config():
+    interp = config_lib.InterpolationConfig()
+    pruning = config_lib.PruningConfig()
+  masks = None
+  if FLAGS.mask:
+    try:
+      masks = io_utils.read_npz(FLAGS.mask)
+    except Exception as e:  # a missing or corrupt file, from gfile or numpy
+      raise UserError(f'cannot read the mask {FLAGS.mask} ({type(e).__name__}): give the '
+                      'mask.npz of an IMP level') from e
+  try:
+    seeds = None if FLAGS.data_order_seeds is None else [int(s) for s in FLAGS.data_order_seeds]
+  except ValueError as e:
+    raise UserError(f'--data_order_seeds must be integers, e.g. 1,2: {e}') from e
+  data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
+  strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
+  metrics = instability.Analysis(
+      hparams, options, interp, FLAGS.model_dir, data, strategy, FLAGS.rewind, FLAGS.copies,
+      seeds, masks, FLAGS.baseline, pruning.baseline_seed).run()
+  test, train = metrics['instability']['test'], metrics['instability']['train']
+  print(f'Instability at k={FLAGS.rewind}: test error {test["error"]:.4f} (loss '
+        f'{test["loss"]:.4f}), train error {train["error"]:.4f} (loss {train["loss"]:.4f}); '
+        f'{"stable" if metrics["stable"] else "unstable"}. '
+        f'Copies\' test errors {metrics["endpoints"]["test"]["error"]}. '
+        f'TensorBoard: tensorboard --logdir {FLAGS.model_dir}')
+
+
+if __name__ == '__main__':
+  app.run(cli.run_main(main))
