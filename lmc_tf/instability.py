@@ -28,6 +28,9 @@ flags.DEFINE_integer('copies', 2, 'Number of copies trained from k.')
 flags.DEFINE_list('data_order_seeds', None, 'One data-order seed per copy (default: the '
                   "config's data_order_seed + 1, + 2, ...).")
 flags.DEFINE_string('mask', None, 'A mask.npz (e.g. from an IMP level) applied to the copies.')
+flags.DEFINE_string('parent', None, 'A run directory of the same config with a checkpoint at k '
+                    '(e.g. an IMP run\'s level_00) to take the weights at k from, instead of '
+                    'training MODEL_DIR/parent.')
 flags.DEFINE_enum('baseline', 'imp', ['imp', 'random_pruning', 'random_reinit'],
                   'imp: the mask on the weights at k; random_pruning: a random mask with its '
                   'per-layer counts; random_reinit: the mask on freshly drawn weights.')
@@ -59,7 +62,7 @@ def main(argv):
   strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
   metrics = instability.Analysis(
       hparams, options, interp, FLAGS.model_dir, data, strategy, FLAGS.rewind, FLAGS.copies,
-      seeds, masks, FLAGS.baseline, pruning.baseline_seed).run()
+      seeds, masks, FLAGS.baseline, pruning.baseline_seed, FLAGS.parent).run()
   test, train = metrics['instability']['test'], metrics['instability']['train']
   print(f'Instability at k={FLAGS.rewind}: test error {test["error"]:.4f} (loss '
         f'{test["loss"]:.4f}), train error {train["error"]:.4f} (loss {train["loss"]:.4f}); '

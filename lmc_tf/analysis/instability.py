@@ -6,7 +6,8 @@ random-reinit baseline of it); train each copy from k to the end under its own
 data-order seed; compare the copies. Layout of the analysis directory:
 
   hparams.json            the config, the analysis settings and the mask's hash
-  parent/                 a run directory: the network trained from init (k > 0)
+  parent/                 a run directory: the network trained from init (k > 0), unless
+                          another run directory of the same hparams is given as parent
   copy_0/, copy_1/, ...   run directories of the copies (weights.npz, mask.npz,
                           a checkpoint every epoch)
   metrics.json            everything below; its presence marks the analysis done
@@ -17,6 +18,7 @@ import hashlib
 import io
 import itertools
 import os
+import time
 
 from absl import logging
 import numpy as np
@@ -66,7 +68,8 @@ class Analysis:
   """Trains the copies of one instability analysis and compares them."""
 
   def __init__(self, hparams, options, interp, model_dir, data, strategy=None, rewind='0it',
-               copies=2, data_order_seeds=None, masks=None, baseline='imp', baseline_seed=1000):
+               copies=2, data_order_seeds=None, masks=None, baseline='imp', baseline_seed=1000,
+               parent_dir=None):
     self.hparams, self.options, self.interp = hparams, options, interp
     self.model_dir, self.data = model_dir, data
     self.strategy = strategy or tf.distribute.get_strategy()
@@ -93,7 +96,11 @@ class Analysis:
                       'interpolate or recompute')
     self.seeds = list(data_order_seeds)
     self.masks, self.baseline, self.baseline_seed = masks, baseline, baseline_seed
+    # Any finished or resumable run of the same hparams serves as the parent, e.g. level 0
+    # of an IMP run; it must hold a checkpoint at k.
+    self.parent_dir = parent_dir or os.path.join(model_dir, 'parent')
     self.alphas = np.linspace(interp.alpha_min, interp.alpha_max, interp.num_alphas)
+    self.throughout_seconds = 0.0
 
   def settings(self):
     """What, beyond hparams, determines the analysis: written to its hparams.json."""
@@ -109,7 +116,7 @@ class Analysis:
       initial = trainer.weights_dict(self._model())
       rewound = initial
     else:
-      parent = os.path.join(self.model_dir, 'parent')
+      parent = self.parent_dir
       options = dataclasses.replace(self.options, checkpoint_at=tuple(
           self.options.checkpoint_at) + (f'{self.k}it',))
       trainer.train(self.hparams, options, parent, self.data, self.strategy)
@@ -144,9 +151,12 @@ class Analysis:
     if tf.io.gfile.exists(metrics_path):
       logging.info('%s already analysed; nothing to do', self.model_dir)
       return io_utils.read_json(metrics_path)
+    began = time.time()
     initial, rewound, start_weights, masks = self.start_state()
     directories = self.train_copies(start_weights, masks)
+    trained = time.time()
     model = self._model()
+    self.reader = self._model()  # reads checkpoints for Appendix C
     interpolator = interpolation.Interpolator(model, self.strategy)
     if masks is None:
       masks = masking.get_masks(model)  # all ones
@@ -160,6 +170,10 @@ class Analysis:
     metrics['rewind'] = self._rewind_state(interpolator, initial, rewound, start_weights, finals,
                                            masks, metrics['distances']['l2'])
     metrics['copies'] = [os.path.basename(d) for d in directories]
+    # Wall time of this process (training includes the parent's); evaluation includes the
+    # Appendix C curves, whose share is also given.
+    metrics['wall_time_s'] = {'train': trained - began, 'evaluate': time.time() - trained,
+                              'throughout_training': self.throughout_seconds}
     self._summarize(metrics)
     io_utils.write_json(metrics_path, metrics)
     return metrics
@@ -201,22 +215,30 @@ class Analysis:
 
   def _throughout(self, interpolator, dir_a, dir_b, bn_data):
     """Appendix C: test-error instability between the copies at every epoch after k."""
+    began = time.time()
     rows = []
     first_epoch = self.k // self.iterations_per_epoch + 1
     iterations = [e * self.iterations_per_epoch for e in
                   range(first_epoch, self.total // self.iterations_per_epoch + 1)]
     if not iterations or iterations[-1] != self.total:
       iterations.append(self.total)
+    # The endpoints ride along with the curve: appended to the alphas unless already there.
+    alphas = list(self.alphas)
+    for end in (0.0, 1.0):
+      if end not in alphas:
+        alphas.append(end)
+    ends = [alphas.index(0.0), alphas.index(1.0)]
     for iteration in iterations:
-      weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data)
-      weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data)
-      ends = interpolator.curve(weights_a, weights_b, [0.0, 1.0], self.data, 'test',
-                                bn_data=bn_data)
-      curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, 'test',
+      weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data, self.reader)
+      weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data, self.reader)
+      curve = interpolator.curve(weights_a, weights_b, alphas, self.data, 'test',
                                  bn_data=bn_data)
-      rows.append({'iteration': iteration, 'epoch': iteration / self.iterations_per_epoch,
-                   'test_error_instability': max(curve['error']) - float(np.mean(ends['error'])),
-                   'test_loss_instability': max(curve['loss']) - float(np.mean(ends['loss']))})
+      row = {'iteration': iteration, 'epoch': iteration / self.iterations_per_epoch}
+      for key in ('error', 'loss'):
+        values = curve[key][:len(self.alphas)]
+        row[f'test_{key}_instability'] = max(values) - float(np.mean([curve[key][i] for i in ends]))
+      rows.append(row)
+    self.throughout_seconds += time.time() - began
     return rows
 
   def _rewind_state(self, interpolator, initial, rewound, start_weights, finals, masks,

@@ -112,9 +112,10 @@ def build_model(hparams, data):
                                    hparams.training.init_seed))
 
 
-def weights_at(model_dir, iteration, hparams, data):
-  """(weights, masks) of the run in `model_dir` at checkpoint `iteration`."""
-  model = build_model(hparams, data)
+def weights_at(model_dir, iteration, hparams, data, model=None):
+  """(weights, masks) of the run in `model_dir` at checkpoint `iteration`, read through
+  `model` (a model of these hparams, overwritten) or a new one."""
+  model = model or build_model(hparams, data)
   tf.train.Checkpoint(model=model).read(checkpoint_path(model_dir, iteration)).expect_partial()
   return weights_dict(model), masking.get_masks(model)
 

@@ -1,0 +1,173 @@
+"""The instability analysis: interpolation, barriers, distances, copies."""
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from conftest import fashion_mnist, parse
+from lmc_tf import config as config_lib
+from lmc_tf import data as data_lib
+from lmc_tf import io_utils
+from lmc_tf.analysis import distances, instability, interpolation
+from lmc_tf.errors import UserError
+from lmc_tf.pruning import masking
+from lmc_tf.training import loop, trainer
+
+BINDINGS = ["TrainingConfig.training_steps = '300it'", 'DatasetConfig.train_subset = 6000',
+            'DatasetConfig.test_eval_examples = 2000', 'DatasetConfig.train_eval_examples = 2000']
+
+
+def _setup(fashion_mnist_splits, bindings=()):
+  hparams, options = parse('lenet_fashion_mnist.gin', bindings=BINDINGS + list(bindings))
+  data = fashion_mnist(fashion_mnist_splits, **{
+      k: v for k, v in dataclasses.asdict(hparams.dataset).items() if k != 'name'})
+  return hparams, options, data
+
+
+def _analysis(tmp_path, name, fashion_mnist_splits, seeds, rewind='0it', masks=None, **interp):
+  hparams, options, data = _setup(fashion_mnist_splits)
+  config = config_lib.InterpolationConfig(**{'num_alphas': 7, **interp})
+  analysis = instability.Analysis(hparams, options, config, str(tmp_path / name), data,
+                                  rewind=rewind, copies=len(seeds), data_order_seeds=seeds,
+                                  masks=masks)
+  return analysis.run(), hparams, data
+
+
+@pytest.fixture(scope='module')
+def two_copies(tmp_path_factory, fashion_mnist_splits):
+  tmp_path = tmp_path_factory.mktemp('instability')
+  metrics, hparams, data = _analysis(tmp_path, 'k100', fashion_mnist_splits, [1, 2],
+                                     rewind='100it')
+  return tmp_path / 'k100', metrics, hparams, data
+
+
+def test_metrics_have_every_key(two_copies):
+  _, metrics, _, _ = two_copies
+  assert len(metrics['interpolation']['alphas']) == 7
+  for split in ('test', 'train'):
+    for key in ('error', 'loss'):
+      assert len(metrics['interpolation'][split][key]) == 7
+      assert np.isfinite(metrics['instability'][split][key])
+    assert metrics['distances']['classification_differences'][split] > 0
+    assert metrics['distances']['loss_l2'][split] > 0
+    assert 0 < metrics['rewind']['error_at_k'][split] < 0.9
+  assert metrics['distances']['l2'] > 0 and 0 < metrics['distances']['cosine'] < 1
+  for key in ('l2_init_to_k', 'l2_k_to_final', 'l2_final_to_final'):
+    assert metrics['rewind'][key] > 0
+  assert isinstance(metrics['stable'], bool)
+  assert [row['iteration'] for row in metrics['throughout_training']] == [200, 300]
+
+
+def test_endpoints_reproduce_each_copys_own_error(two_copies):
+  directory, metrics, _, _ = two_copies
+  for index, alpha_index in ((0, 0), (1, -1)):
+    own = io_utils.read_json(str(directory / f'copy_{index}' / 'metrics.json'))
+    assert metrics['interpolation']['test']['error'][alpha_index] == pytest.approx(
+        own['test_error'], abs=1e-12)
+    assert metrics['endpoints']['test']['error'][index] == pytest.approx(own['test_error'],
+                                                                         abs=1e-12)
+    assert metrics['interpolation']['test']['loss'][alpha_index] == pytest.approx(
+        own['test_loss'], rel=1e-5)
+
+
+def test_same_seed_copies_are_identical_and_have_zero_instability(tmp_path, fashion_mnist_splits):
+  metrics, _, _ = _analysis(tmp_path, 'same', fashion_mnist_splits, [3, 3],
+                            throughout_training=False)
+  a = io_utils.read_npz(str(tmp_path / 'same' / 'copy_0' / 'weights.npz'))
+  b = io_utils.read_npz(str(tmp_path / 'same' / 'copy_1' / 'weights.npz'))
+  assert all(np.array_equal(a[k], b[k]) for k in a)
+  for split in ('test', 'train'):
+    assert metrics['instability'][split]['error'] == pytest.approx(0.0, abs=1e-12)
+    assert metrics['instability'][split]['loss'] == pytest.approx(0.0, abs=1e-5)
+    assert metrics['distances']['classification_differences'][split] == 0
+  assert metrics['distances']['l2'] == 0.0 and metrics['stable']
+
+
+def test_different_seeds_give_different_copies(two_copies):
+  directory = two_copies[0]
+  a = io_utils.read_npz(str(directory / 'copy_0' / 'weights.npz'))
+  b = io_utils.read_npz(str(directory / 'copy_1' / 'weights.npz'))
+  assert not np.array_equal(a['fc1/kernel'], b['fc1/kernel'])
+  # Both started from the parent's weights at k = 100.
+  parent = directory / 'parent'
+  assert (parent / 'checkpoints' / 'ckpt-100.index').exists()
+
+
+@pytest.mark.parametrize('model_name', ['lenet_300_100', 'cifar_resnet_8'])
+def test_batched_interpolation_equals_the_naive_one(model_name, fashion_mnist_splits):
+  if model_name.startswith('lenet'):
+    hparams, _, data = _setup(fashion_mnist_splits)
+  else:
+    hparams, _ = parse('resnet20_cifar10.gin', bindings=[
+        f"ModelConfig.name = '{model_name}'", 'DatasetConfig.synthetic = True'])
+    data = data_lib.load(hparams.dataset)
+  weights = []
+  for seed in (0, 1):
+    model = trainer.build_model(dataclasses.replace(hparams, training=dataclasses.replace(
+        hparams.training, init_seed=seed)), data)
+    weights.append(trainer.weights_dict(model))
+  # BatchNorm statistics that differ between the endpoints, so they are interpolated too.
+  rng = np.random.default_rng(0)
+  for path in weights[1]:
+    if 'moving_mean' in path:
+      weights[1][path] = rng.normal(size=weights[1][path].shape).astype(np.float32) * 0.1
+  interpolator = interpolation.Interpolator(trainer.build_model(hparams, data))
+  assert interpolator.split is not None  # both take the fast first-layer path
+  alphas = [-0.2, 0.0, 0.3, 0.5, 1.0, 1.2]
+  batched = interpolator.curve(weights[0], weights[1], alphas, data, 'test', method='batched')
+  naive = interpolator.curve(weights[0], weights[1], alphas, data, 'test', method='naive')
+  np.testing.assert_allclose(batched['error'], naive['error'], atol=1.5e-3)
+  np.testing.assert_allclose(batched['loss'], naive['loss'], rtol=1e-4)
+
+
+def test_distances_match_numpy():
+  rng = np.random.default_rng(0)
+  weights_a = {'a/kernel': rng.normal(size=(5, 4)), 'b/kernel': rng.normal(size=(3, 3, 2, 2)),
+               'a/bias': rng.normal(size=4)}
+  weights_b = {k: rng.normal(size=v.shape) for k, v in weights_a.items()}
+  masks = {'a/kernel': (rng.random((5, 4)) < 0.5).astype(np.float32),
+           'b/kernel': np.ones((3, 3, 2, 2), np.float32)}
+  va = np.concatenate([(weights_a['a/kernel'] * masks['a/kernel']).ravel(), weights_a['b/kernel'].ravel()])
+  vb = np.concatenate([(weights_b['a/kernel'] * masks['a/kernel']).ravel(), weights_b['b/kernel'].ravel()])
+  a, b = distances.kernel_vector(weights_a, masks), distances.kernel_vector(weights_b, masks)
+  np.testing.assert_array_equal(a, va)
+  assert distances.l2_distance(a, b) == pytest.approx(np.sqrt(np.sum((va - vb) ** 2)))
+  assert distances.cosine_distance(a, b) == pytest.approx(
+      1 - va @ vb / np.linalg.norm(va) / np.linalg.norm(vb))
+  assert distances.cosine_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+  assert distances.classification_differences([1, 2, 3, 4], [1, 0, 3, 0]) == 2
+  assert distances.loss_l2_distance([0.5, 1.0], [0.5, 3.0]) == pytest.approx(2.0)
+
+
+def test_sparse_analysis_uses_the_mask(tmp_path, fashion_mnist_splits):
+  hparams, _, data = _setup(fashion_mnist_splits)
+  ones = masking.get_masks(trainer.build_model(hparams, data))
+  rng = np.random.default_rng(0)
+  masks = {p: (rng.random(m.shape) < 0.2).astype(np.float32) for p, m in ones.items()}
+  metrics, _, _ = _analysis(tmp_path, 'sparse', fashion_mnist_splits, [1, 2], masks=masks,
+                            throughout_training=False)
+  for index in (0, 1):
+    weights = io_utils.read_npz(str(tmp_path / 'sparse' / f'copy_{index}' / 'weights.npz'))
+    assert not weights['fc1/kernel'][masks['fc1/kernel'] == 0].any()
+  assert metrics['distances']['l2'] > 0
+
+
+def test_bad_analysis_input(tmp_path, fashion_mnist_splits):
+  hparams, options, data = _setup(fashion_mnist_splits)
+  interp = config_lib.InterpolationConfig()
+  with pytest.raises(UserError, match='not before the end of training'):
+    instability.Analysis(hparams, options, interp, str(tmp_path), data, rewind='300it')
+  with pytest.raises(UserError, match='at least 2 copies'):
+    instability.Analysis(hparams, options, interp, str(tmp_path), data, copies=1)
+  with pytest.raises(UserError, match='needs the --mask'):
+    instability.Analysis(hparams, options, interp, str(tmp_path), data, baseline='random_reinit')
+  bad_mask = {'fc1/kernel': np.ones((3, 3), np.float32)}
+  with pytest.raises(UserError, match='does not fit the model'):
+    instability.Analysis(hparams, options, interp, str(tmp_path / 'bad'), data,
+                         masks=bad_mask).run()
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(pytest.main([__file__, "-q"]))
