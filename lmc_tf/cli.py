@@ -23,6 +23,8 @@ flags.DEFINE_string('data_dir', None, 'Local directory of the dataset files (IDX
 flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory.')
 flags.DEFINE_string('strategy', 'default', 'default, mirrored, multi_worker or tpu.')
 flags.DEFINE_string('tpu', None, 'TPU name or "local" (with --strategy=tpu).')
+flags.DEFINE_integer('threads', 0, 'CPU threads for TensorFlow ops (intra- and inter-op); 0: '
+                     "TensorFlow's default (all cores).")
 
 FLAGS = flags.FLAGS
 
@@ -52,10 +54,19 @@ def parse_gin(gin_files, gin_bindings):
     raise UserError(f'bad gin config: {e}') from e
 
 
+def configure_threads():
+  """Applies --threads; must run before TensorFlow executes its first op."""
+  if FLAGS.threads:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+
+
 def run_main(main):
   """Wraps an absl main so bad input ends in one line on stderr and exit status 1."""
   def wrapped(argv):
     try:
+      configure_threads()
       main(argv)
     except UserError as e:
       logging.flush()

@@ -91,6 +91,18 @@ class InterpolationConfig:
   stable_threshold: float = 0.02  # stable: test error instability below this
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+  init_seeds: Tuple[int, ...] = (0,)
+  # Data-order seeds of the two copies of each analysis; one analysis per pair and init.
+  copy_seeds: Tuple[Tuple[int, int], ...] = ((1, 2),)
+  rewind_points: Tuple[str, ...] = ('0it',)
+  levels: Tuple[int, ...] = (0,)  # IMP levels to analyse; 0 is the unpruned network
+  baselines: Tuple[str, ...] = ()  # 'random_pruning', 'random_reinit': trained and analysed
+  analyze: bool = True  # False: only train the IMP levels and baselines (Appendix A)
+
+
 @dataclasses.dataclass(frozen=True)
 class Hparams:
   dataset: DatasetConfig

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from lmc_tf import io_utils
 from lmc_tf import steps as steps_lib
+from lmc_tf import store
 from lmc_tf.analysis import distances
 from lmc_tf.analysis import interpolation
 from lmc_tf.errors import UserError
@@ -146,6 +147,10 @@ class Analysis:
     return directories
 
   def run(self):
+    with store.locked(self.model_dir):
+      return self._run()
+
+  def _run(self):
     trainer.claim_run_dir(self.model_dir, self.hparams, self.settings())
     metrics_path = os.path.join(self.model_dir, METRICS)
     if tf.io.gfile.exists(metrics_path):

@@ -69,9 +69,12 @@ def start_state(variant, rewound, masks, hparams, data, seed):
 class Lottery:
   """Runs IMP levels (and baselines) for one network config in one model directory."""
 
-  def __init__(self, hparams, options, pruning, model_dir, data, strategy=None):
+  def __init__(self, hparams, options, pruning, model_dir, data, strategy=None, dense_dir=None):
     self.hparams, self.options, self.pruning = hparams, options, pruning
     self.model_dir, self.data, self.strategy = model_dir, data, strategy
+    # Level 0 may live elsewhere, shared with other lotteries of the same network.
+    self.dense_dir = dense_dir or level_dir(model_dir, 0)
+    tf.io.gfile.makedirs(model_dir)
     if not 0.0 < pruning.fraction < 1.0:
       raise UserError(f'PruningConfig.fraction {pruning.fraction} is outside (0, 1): give the '
                       'fraction of remaining weights pruned per level, e.g. 0.2')
@@ -89,8 +92,7 @@ class Lottery:
     """Level 0: the unpruned network from init, checkpointed at the rewinding point."""
     options = dataclasses.replace(
         self.options, checkpoint_at=tuple(self.options.checkpoint_at) + (f'{self.rewind}it',))
-    metrics = trainer.train(self.hparams, options, level_dir(self.model_dir, 0), self.data,
-                            self.strategy)
+    metrics = trainer.train(self.hparams, options, self.dense_dir, self.data, self.strategy)
     self._record(0, 'imp', None, metrics)
     return metrics
 
@@ -98,30 +100,32 @@ class Lottery:
     """The IMP masks of `level`, from the trained weights of level - 1 (or level 0 one-shot)."""
     ones = {p: np.ones_like(m) for p, m in self._level_masks(0).items()}
     if self.pruning.style == 'one_shot':
-      weights = io_utils.read_npz(os.path.join(level_dir(self.model_dir, 0), trainer.WEIGHTS))
+      weights = io_utils.read_npz(os.path.join(self.dense_dir, trainer.WEIGHTS))
       return rules.one_shot_masks(weights, ones, target_density, self.pruning.scope,
                                   self.excluded)
     if self.pruning.style != 'iterative':
       raise UserError(f'unknown PruningConfig.style {self.pruning.style!r}: choose iterative '
                       'or one_shot')
-    previous = level_dir(self.model_dir, level - 1)
+    previous = self.level_dir(level - 1)
     weights = io_utils.read_npz(os.path.join(previous, trainer.WEIGHTS))
     return rules.imp_masks(weights, self._level_masks(level - 1), ones, self.pruning.fraction,
                            level, self.pruning.scope, self.excluded)
 
   def _level_masks(self, level):
     if level == 0:
-      _, masks = trainer.weights_at(level_dir(self.model_dir, 0), 0, self.hparams, self.data)
+      _, masks = trainer.weights_at(self.dense_dir, 0, self.hparams, self.data)
       return masks
-    return io_utils.read_npz(os.path.join(level_dir(self.model_dir, level), trainer.MASK))
+    return io_utils.read_npz(os.path.join(self.level_dir(level), trainer.MASK))
+
+  def level_dir(self, level, variant='imp'):
+    return self.dense_dir if level == 0 else level_dir(self.model_dir, level, variant)
 
   def train_level(self, level, masks, variant='imp'):
     """Trains the subnetwork of `level` (or one of its baselines) from the rewinding point."""
-    rewound, _ = trainer.weights_at(level_dir(self.model_dir, 0), self.rewind, self.hparams,
-                                    self.data)
+    rewound, _ = trainer.weights_at(self.dense_dir, self.rewind, self.hparams, self.data)
     weights, masks = start_state(variant, rewound, masks, self.hparams, self.data,
                                  self.pruning.baseline_seed + level)
-    directory = level_dir(self.model_dir, level, variant)
+    directory = self.level_dir(level, variant)
     metrics = trainer.train(self.hparams, self.options, directory, self.data, self.strategy,
                             start=trainer.Start(weights, masks, self.rewind),
                             lineage=self._lineage(level, variant))
@@ -150,7 +154,7 @@ class Lottery:
 
 
 def run(hparams, options, pruning, model_dir, data, strategy=None, levels=None,
-        target_density=None, baselines=(), baseline_levels=None):
+        target_density=None, baselines=(), baseline_levels=None, dense_dir=None):
   """IMP to `levels` levels (or to `target_density`), with baselines at `baseline_levels`."""
   if (levels is None) == (target_density is None):
     raise UserError('give exactly one of --levels and --target_density')
@@ -165,7 +169,7 @@ def run(hparams, options, pruning, model_dir, data, strategy=None, levels=None,
   for baseline in baselines:
     if baseline not in BASELINES:
       raise UserError(f'unknown baseline {baseline!r}: choose from {", ".join(BASELINES)}')
-  lottery = Lottery(hparams, options, pruning, model_dir, data, strategy)
+  lottery = Lottery(hparams, options, pruning, model_dir, data, strategy, dense_dir)
   lottery.train_dense()
   for level in range(1, levels + 1):
     masks = lottery.masks_for_level(level, target_density)

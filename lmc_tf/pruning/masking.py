@@ -24,7 +24,7 @@ from lmc_tf.errors import UserError
 @tf.custom_gradient
 def _masked_identity(kernel, mask):
   def grad(upstream):
-    return upstream * mask, tf.zeros_like(mask)
+    return upstream * mask, None
   return tf.identity(kernel), grad
 
 

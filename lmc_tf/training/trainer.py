@@ -24,6 +24,7 @@ from lmc_tf import config as config_lib
 from lmc_tf import io_utils
 from lmc_tf import models
 from lmc_tf import steps as steps_lib
+from lmc_tf import store
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import masking
 from lmc_tf.training import loop
@@ -254,15 +255,17 @@ def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=
   `start` begins the run from given weights, mask and iteration instead of the
   initialization; `lineage` records in hparams.json how that start was made.
   """
-  claim_run_dir(model_dir, hparams, lineage)
-  metrics_path = os.path.join(model_dir, METRICS)
-  if tf.io.gfile.exists(metrics_path):
-    logging.info('%s already finished; nothing to do', model_dir)
-    return io_utils.read_json(metrics_path)
-  if options.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  run = Run(hparams, options, model_dir, data, strategy, start)
-  io_utils.write_text(os.path.join(model_dir, 'operative_config.gin'), gin.operative_config_str())
-  run.restore_or_initialize()
-  run.train()
-  return run.finish()
+  with store.locked(model_dir):
+    claim_run_dir(model_dir, hparams, lineage)
+    metrics_path = os.path.join(model_dir, METRICS)
+    if tf.io.gfile.exists(metrics_path):
+      logging.info('%s already finished; nothing to do', model_dir)
+      return io_utils.read_json(metrics_path)
+    if options.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    run = Run(hparams, options, model_dir, data, strategy, start)
+    io_utils.write_text(os.path.join(model_dir, 'operative_config.gin'),
+                        gin.operative_config_str())
+    run.restore_or_initialize()
+    run.train()
+    return run.finish()

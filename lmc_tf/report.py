@@ -1,0 +1,387 @@
+r"""The appendix report of a sweep: figures with mean and std over replicates, and tables.
+
+  python -m lmc_tf.report --model_dir=runs/sweep [--output_dir=runs/sweep/report]
+
+Reads every sweep_*.json plan under --model_dir and whatever of its runs are
+finished, then writes PNG figures (the appendix's figure types), summary.md
+and summary.csv to --output_dir, and a TensorBoard hparams dashboard over the
+analyses to MODEL_DIR/hparams.
+"""
+import collections
+import csv
+import glob
+import io
+import os
+
+import lmc_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from lmc_tf import cli
+from lmc_tf import io_utils
+from lmc_tf.errors import UserError
+from lmc_tf.pruning import lottery
+from lmc_tf.training import trainer
+
+flags.DEFINE_string('output_dir', None, 'Where the figures and tables go (default: '
+                    'MODEL_DIR/report).')
+FLAGS = flags.FLAGS
+
+BASELINE_COLORS = {'imp': 'tab:blue', 'random_pruning': 'tab:orange',
+                   'random_reinit': 'tab:green'}
+
+
+def _exists(path):
+  return tf.io.gfile.exists(path)
+
+
+def load(root):
+  """(analyses, lottery rows) of the finished runs of every sweep under `root`.
+
+  An analysis row: init_seed, rewind, level, baseline, copy_seeds, density, metrics.
+  A lottery row: init_seed, rewind, level, variant, density, test_error.
+  """
+  plans = sorted(glob.glob(os.path.join(root, 'sweep_*.json')))
+  if not plans:
+    raise UserError(f'no sweep_*.json in {root}: run lmc_tf.sweep with --model_dir={root} first')
+  analyses, lotteries, seen = [], [], set()
+  for plan in plans:
+    for job in io_utils.read_json(plan)['jobs']:
+      directory = os.path.join(root, job['directory'])
+      if directory in seen:
+        continue
+      seen.add(directory)
+      if job['kind'] == 'analysis':
+        metrics_path = os.path.join(directory, 'metrics.json')
+        if not _exists(metrics_path):
+          continue
+        density = 1.0
+        mask_path = os.path.join(directory, 'copy_0', trainer.MASK)
+        if job['level'] > 0 and _exists(mask_path):
+          masks = io_utils.read_npz(mask_path)
+          density = sum(float(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
+        analyses.append(dict(job, density=density, metrics=io_utils.read_json(metrics_path)))
+      else:
+        summary_path = os.path.join(directory, lottery.SUMMARY)
+        if not _exists(summary_path):
+          continue
+        for variant, levels in io_utils.read_json(summary_path).items():
+          for level, row in levels.items():
+            lotteries.append({'init_seed': job['init_seed'], 'rewind': job['rewind'],
+                              'level': int(level), 'variant': variant,
+                              'density': row['density'], 'test_error': row['test_error']})
+  return analyses, _unique(lotteries)
+
+
+def _unique(rows):
+  keyed = {(r['init_seed'], r['rewind'], r['level'], r['variant']): r for r in rows}
+  return list(keyed.values())
+
+
+def mean_std(values):
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, output_dir, name):
+  path = os.path.join(output_dir, name)
+  buffer = io.BytesIO()
+  fig.tight_layout()
+  fig.savefig(buffer, format='png', dpi=90)
+  _pyplot().close(fig)
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(buffer.getvalue())
+  return path
+
+
+def _groups(analyses):
+  """(level, baseline) -> rewind -> list of analysis rows."""
+  groups = collections.defaultdict(lambda: collections.defaultdict(list))
+  for row in analyses:
+    groups[(row['level'], row['baseline'])][row['rewind']].append(row)
+  return groups
+
+
+def _label(level, baseline, density):
+  name = 'unpruned' if level == 0 else f'{100 * density:.1f}% weights'
+  return name if baseline == 'imp' else f'{name}, {baseline.replace("_", " ")}'
+
+
+def _value(metrics, path, scale=1.0):
+  """The number at a dotted path of metrics.json (a list, e.g. the copies' errors: its mean)."""
+  for key in path.split('.'):
+    metrics = metrics[key]
+  return scale * float(np.mean(metrics))
+
+
+def _k_axis(ax, ks):
+  ks = sorted(set(ks))
+  ax.set_xscale('symlog', linthresh=max(1, min([k for k in ks if k] or [1])))
+  ax.set_xticks(ks)
+  ax.set_xticklabels([str(k) for k in ks])
+  ax.set_xlabel('rewinding iteration k')
+  ax.grid(alpha=0.3)
+
+
+def _against_k(ax, groups, path, scale=1.0):
+  """One line per (level, baseline): mean +- std over replicates of `path` against k."""
+  for (level, baseline), by_k in sorted(groups.items()):
+    ks = sorted(by_k)
+    stats = [mean_std([_value(r['metrics'], path, scale) for r in by_k[k]]) for k in ks]
+    density = by_k[ks[0]][0]['density']
+    ax.errorbar(ks, [m for m, _ in stats], yerr=[s for _, s in stats], marker='o', capsize=3,
+                label=_label(level, baseline, density),
+                linestyle='-' if baseline == 'imp' else '--')
+  _k_axis(ax, [k for by_k in groups.values() for k in by_k])
+
+
+def figure_extreme_sparsity(lotteries, output_dir):
+  """Appendix A / Figure 10: the best IMP accuracy over k per density, against the full network."""
+  plt = _pyplot()
+  dense = [1 - r['test_error'] for r in lotteries if r['level'] == 0 and r['variant'] == 'imp']
+  dense = list({r['init_seed']: 1 - r['test_error'] for r in lotteries
+                if r['level'] == 0 and r['variant'] == 'imp'}.values()) or dense
+  if not dense:
+    return None, None
+  full_mean, full_std = mean_std(dense)
+  by = collections.defaultdict(list)
+  for r in lotteries:
+    if r['level'] > 0:
+      by[(r['variant'], r['rewind'], r['level'])].append(r)
+  levels = sorted({key[2] for key in by})
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  ax.axhline(100 * full_mean, color='black', label='unpruned (mean +- std)')
+  ax.axhspan(100 * (full_mean - full_std), 100 * (full_mean + full_std), color='black', alpha=0.12)
+  best, extreme = [], None
+  for level in levels:
+    candidates = [(mean_std([1 - r['test_error'] for r in rows]), rows[0]['density'])
+                  for (variant, _, lv), rows in by.items() if variant == 'imp' and lv == level]
+    if candidates:
+      (acc, std), density = max(candidates, key=lambda c: c[0][0])
+      best.append((density, acc, std))
+      if acc >= full_mean - full_std:
+        extreme = density if extreme is None else min(extreme, density)
+  if best:
+    ax.errorbar([100 * d for d, _, _ in best], [100 * a for _, a, _ in best],
+                yerr=[100 * s for _, _, s in best], color='tab:red', marker='o', capsize=3,
+                label='IMP, best k')
+  for variant, rewind, color in (('imp', 0, 'tab:blue'), ('random_pruning', 0, 'tab:orange'),
+                                 ('random_reinit', 0, 'tab:green')):
+    points = []
+    for level in levels:
+      rows = by.get((variant, rewind, level))
+      if rows:
+        acc, std = mean_std([1 - r['test_error'] for r in rows])
+        points.append((rows[0]['density'], acc, std))
+    if points:
+      label = 'IMP, k=0' if variant == 'imp' else f'{variant.replace("_", " ")}, k=0'
+      ax.errorbar([100 * d for d, _, _ in points], [100 * a for _, a, _ in points],
+                  yerr=[100 * s for _, _, s in points], color=color, marker='.', capsize=2,
+                  linestyle='--', label=label)
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  ax.set_xscale('log')
+  densities = sorted({100 * d for d, _, _ in best} | {100.0})
+  ax.set_xticks(densities)
+  ax.xaxis.set_major_formatter(ticker.FormatStrFormatter('%.3g'))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.invert_xaxis()
+  ax.set_xlabel('percent of weights remaining')
+  ax.set_ylabel('test accuracy (%)')
+  title = 'Extreme sparsity: ' + (f'{100 * extreme:.1f}% weights remaining' if extreme
+                                  else 'no matching subnetwork')
+  ax.set_title(title)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  return _save(fig, output_dir, 'fig10_extreme_sparsity.png'), extreme
+
+
+def _figure_against_k(groups, output_dir, name, panels, title):
+  plt = _pyplot()
+  columns = min(3, len(panels))
+  rows = -(-len(panels) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.8 * rows), squeeze=False)
+  for ax, (path, ylabel, scale) in zip(axes.flat, panels):
+    _against_k(ax, groups, path, scale)
+    ax.set_ylabel(ylabel)
+  axes[0][0].legend(fontsize=7)
+  fig.suptitle(title)
+  return _save(fig, output_dir, name)
+
+
+def figure_throughout_training(groups, output_dir):
+  """Appendix C / Figure 14: test-error instability at every epoch, a line per k."""
+  plt = _pyplot()
+  keys = sorted(groups)
+  fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    for k, rows in sorted(groups[key].items()):
+      series = [r['metrics'].get('throughout_training') or [] for r in rows]
+      if not series or not series[0]:
+        continue
+      epochs = [row['epoch'] for row in series[0]]
+      values = np.array([[100 * row['test_error_instability'] for row in s] for s in series
+                         if len(s) == len(epochs)])
+      ax.errorbar(epochs, values.mean(0), yerr=values.std(0, ddof=1) if len(values) > 1 else None,
+                  label=f'k={k}', capsize=2)
+    ax.set_title(_label(key[0], key[1], groups[key][min(groups[key])][0]['density']))
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('test error instability (%)')
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+  return _save(fig, output_dir, 'fig14_instability_throughout_training.png')
+
+
+def figure_interpolation(groups, output_dir):
+  """Appendix E / Figures 19-22: the full interpolation curves, a line per k."""
+  plt = _pyplot()
+  keys = sorted(groups)
+  fig, axes = plt.subplots(2, len(keys), figsize=(4.6 * len(keys), 7), squeeze=False)
+  for column, key in enumerate(keys):
+    for row_index, split in enumerate(('test', 'train')):
+      ax = axes[row_index][column]
+      for k, rows in sorted(groups[key].items()):
+        alphas = rows[0]['metrics']['interpolation']['alphas']
+        values = np.array([[100 * e for e in r['metrics']['interpolation'][split]['error']]
+                           for r in rows])
+        ax.errorbar(alphas, values.mean(0),
+                    yerr=values.std(0, ddof=1) if len(values) > 1 else None, label=f'k={k}',
+                    capsize=2)
+      ax.set_title(f'{_label(key[0], key[1], groups[key][min(groups[key])][0]["density"])}: '
+                   f'{split}', fontsize=9)
+      ax.set_xlabel('interpolation alpha')
+      ax.set_ylabel(f'{split} error (%)')
+      ax.legend(fontsize=7)
+      ax.grid(alpha=0.3)
+  return _save(fig, output_dir, 'fig19_interpolation_curves.png')
+
+
+SUMMARY_COLUMNS = [
+    ('instability test error', 'instability.test.error', 100),
+    ('instability train error', 'instability.train.error', 100),
+    ('instability test loss', 'instability.test.loss', 1),
+    ('error at k (test)', 'rewind.error_at_k.test', 100),
+    ('L2 init->k', 'rewind.l2_init_to_k', 1),
+    ('L2 k->final', 'rewind.l2_k_to_final', 1),
+    ('L2 final<->final', 'rewind.l2_final_to_final', 1),
+    ('cosine distance', 'distances.cosine', 1),
+    ('classified differently (test)', 'distances.classification_differences.test', 1),
+    ('loss L2 (test)', 'distances.loss_l2.test', 1),
+]
+
+
+def write_tables(groups, extreme, output_dir):
+  header = ['network', 'k', 'replicates', 'test error of copies (%)'] + [c[0] for c in SUMMARY_COLUMNS]
+  rows = []
+  for (level, baseline), by_k in sorted(groups.items()):
+    for k, items in sorted(by_k.items()):
+      copy_errors = [100 * np.mean(r['metrics']['endpoints']['test']['error']) for r in items]
+      cells = [_label(level, baseline, items[0]['density']), str(k), str(len(items)),
+               '%.2f +- %.2f' % mean_std(copy_errors)]
+      for _, path, scale in SUMMARY_COLUMNS:
+        mean, std = mean_std([_value(r['metrics'], path, scale) for r in items])
+        cells.append(f'{mean:.4g} +- {std:.2g}')
+      rows.append(cells)
+  with tf.io.gfile.GFile(os.path.join(output_dir, 'summary.csv'), 'w') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+  lines = ['# Instability analysis summary', '',
+           'Mean +- standard deviation over replicates (init seeds x copy-seed pairs). '
+           'Instabilities and errors in percent.', '']
+  if extreme is not None:
+    lines += [f'Extreme sparsity (Appendix A): **{100 * extreme:.1f}%** of weights remaining, '
+              'the sparsest level where the best IMP subnetwork over k matches the unpruned '
+              'network (mean - std).', '']
+  lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(cells) + ' |' for cells in rows]
+  with tf.io.gfile.GFile(os.path.join(output_dir, 'summary.md'), 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def write_hparams_dashboard(analyses, root):
+  """TensorBoard's hparams dashboard: one session per analysis."""
+  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  for row in analyses:
+    directory = os.path.join(root, 'hparams', os.path.basename(row['directory']))
+    with tf.summary.create_file_writer(directory).as_default():
+      hp.hparams({'init_seed': row['init_seed'], 'rewind': row['rewind'], 'level': row['level'],
+                  'baseline': row['baseline'], 'density': row['density'],
+                  'copy_seeds': ','.join(map(str, row['copy_seeds']))},
+                 trial_id=os.path.basename(row['directory']))
+      for split in ('test', 'train'):
+        tf.summary.scalar(f'instability/{split}_error',
+                          row['metrics']['instability'][split]['error'], step=0)
+      tf.summary.scalar('copies/test_error',
+                        float(np.mean(row['metrics']['endpoints']['test']['error'])), step=0)
+
+
+def report(root, output_dir):
+  """Writes every figure the finished runs allow; returns {'figures': [...], 'extreme_density'}."""
+  analyses, lotteries = load(root)
+  tf.io.gfile.makedirs(output_dir)
+  figures = []
+  fig10, extreme = figure_extreme_sparsity(lotteries, output_dir)
+  if fig10:
+    figures.append(fig10)
+  groups = _groups(analyses)
+  if groups:
+    figures += [
+        _figure_against_k(groups, output_dir, 'fig11_error_at_rewinding.png',
+                          [('rewind.error_at_k.test', 'test error at k (%)', 100),
+                           ('rewind.error_at_k.train', 'train error at k (%)', 100)],
+                          'Error at the rewinding iteration (Appendix B)'),
+        _figure_against_k(groups, output_dir, 'fig12_l2_distances.png',
+                          [('rewind.l2_init_to_k', 'L2 distance init -> k', 1),
+                           ('rewind.l2_k_to_final', 'L2 distance k -> final', 1),
+                           ('rewind.l2_final_to_final', 'L2 distance final <-> final', 1)],
+                          'L2 distances (Appendix B)'),
+        figure_throughout_training(groups, output_dir),
+        _figure_against_k(groups, output_dir, 'fig15_instability_and_error_vs_k.png',
+                          [('instability.test.error', 'test error instability (%)', 100),
+                           ('endpoints.test.error', 'test error of the copies (%)', 100)],
+                          'Instability and test error against k at every density (Appendix D)'),
+        figure_interpolation(groups, output_dir),
+        _figure_against_k(groups, output_dir, 'fig23_train_vs_test_instability.png',
+                          [('instability.test.error', 'test error instability (%)', 100),
+                           ('instability.train.error', 'train error instability (%)', 100)],
+                          'Train and test instability (Appendix F)'),
+        _figure_against_k(groups, output_dir, 'fig25_distances_vs_k.png',
+                          [('distances.l2', 'L2 distance', 1),
+                           ('distances.cosine', 'cosine distance', 1),
+                           ('distances.classification_differences.test',
+                            'examples classified differently (test)', 1),
+                           ('distances.loss_l2.test', 'L2 distance of losses (test)', 1),
+                           ('distances.classification_differences.train',
+                            'examples classified differently (train)', 1),
+                           ('distances.loss_l2.train', 'L2 distance of losses (train)', 1)],
+                          'Comparison functions between the copies (Appendix G)'),
+    ]
+    write_hparams_dashboard(analyses, root)
+  write_tables(groups, extreme, output_dir)
+  return {'figures': figures, 'extreme_density': extreme, 'analyses': len(analyses)}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
+  if not FLAGS.model_dir:
+    raise UserError('--model_dir is required: the root of a sweep')
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'report')
+  result = report(FLAGS.model_dir, output_dir)
+  print(f'{len(result["figures"])} figures from {result["analyses"]} analyses in {output_dir}')
+  if result['extreme_density'] is not None:
+    print(f'Extreme density: {100 * result["extreme_density"]:.1f}%')
+
+
+if __name__ == '__main__':
+  app.run(cli.run_main(main))

@@ -1,0 +1,163 @@
+"""Replicated sweeps: init seeds x copy seeds x rewinding points x IMP levels x baselines.
+
+Every run lives in a directory named by the hash of what determines it
+(lmc_tf.store), under one root:
+  train_<hash>/   the unpruned network of one init seed (IMP level 0, the parent
+                  of every analysis), checkpointed at every rewinding point
+  imp_<hash>/     the IMP levels and baselines of one init seed and rewinding point
+  lmc_<hash>/     one instability analysis
+  sweep_<hash>.json  the sweep's plan: every job, its settings and directory
+A job that is done is skipped; one that was interrupted resumes; a run that
+two jobs or two sweeps need is trained once (and locked while it trains).
+"""
+import dataclasses
+import os
+
+from absl import logging
+import tensorflow as tf
+
+from lmc_tf import io_utils
+from lmc_tf import steps as steps_lib
+from lmc_tf import store
+from lmc_tf.analysis import instability
+from lmc_tf.errors import UserError
+from lmc_tf.pruning import lottery
+from lmc_tf.training import trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  kind: str  # 'lottery' or 'analysis'
+  init_seed: int
+  rewind: int  # iterations
+  level: int
+  baseline: str  # 'imp' (the IMP subnetwork or, at level 0, the unpruned network) or a baseline
+  copy_seeds: tuple
+  directory: str
+  dense_dir: str
+  lottery_dir: str
+
+  def label(self):
+    seeds = ','.join(map(str, self.copy_seeds))
+    return (f'{self.kind:8s} init={self.init_seed} k={self.rewind}it level={self.level} '
+            f'{self.baseline}' + (f' copies={seeds}' if self.kind == 'analysis' else ''))
+
+
+class Sweep:
+  """Plans and runs the jobs of one sweep over one network config."""
+
+  def __init__(self, hparams, options, pruning, interp, sweep, root, data, strategy=None):
+    self.hparams, self.options, self.pruning, self.interp = hparams, options, pruning, interp
+    self.sweep, self.root, self.data, self.strategy = sweep, root, data, strategy
+    iterations_per_epoch = data.iterations_per_epoch(hparams.training.batch_size)
+    self.rewinds = sorted({steps_lib.to_iterations(k, iterations_per_epoch)
+                           for k in sweep.rewind_points})
+    for baseline in sweep.baselines:
+      if baseline not in lottery.BASELINES:
+        raise UserError(f'unknown baseline {baseline!r} in SweepConfig.baselines: choose from '
+                        f'{", ".join(lottery.BASELINES)}')
+    if any(level < 0 for level in sweep.levels) or not sweep.levels:
+      raise UserError('SweepConfig.levels must list levels >= 0, e.g. (0, 5, 10)')
+    if not sweep.init_seeds or any(len(pair) != 2 for pair in sweep.copy_seeds):
+      raise UserError('SweepConfig needs init_seeds and copy_seeds as pairs, e.g. ((1, 2),)')
+
+  def _hparams(self, init_seed):
+    return dataclasses.replace(self.hparams, training=dataclasses.replace(
+        self.hparams.training, init_seed=init_seed))
+
+  def _pruning(self, rewind):
+    return dataclasses.replace(self.pruning, rewind=f'{rewind}it')
+
+  def jobs(self):
+    """Every job, in a fixed order: lotteries first, then analyses."""
+    lotteries, analyses = [], []
+    pruned_levels = [level for level in self.sweep.levels if level > 0]
+    for init_seed in self.sweep.init_seeds:
+      hparams = self._hparams(init_seed)
+      dense_dir = store.run_dir(self.root, 'train', {'hparams': hparams})
+      for rewind in self.rewinds:
+        lottery_dir = store.run_dir(self.root, 'imp', {'hparams': hparams,
+                                                       'pruning': self._pruning(rewind)})
+        if pruned_levels:
+          lotteries.append(Job('lottery', init_seed, rewind, max(pruned_levels), 'imp', (),
+                               lottery_dir, dense_dir, lottery_dir))
+        if not self.sweep.analyze:
+          continue
+        for level in self.sweep.levels:
+          variants = ('imp',) + (tuple(self.sweep.baselines) if level > 0 else ())
+          for baseline in variants:
+            for seeds in self.sweep.copy_seeds:
+              description = {'hparams': hparams, 'rewind': rewind, 'copy_seeds': list(seeds),
+                             'level': level, 'baseline': baseline, 'interpolation': self.interp}
+              if level > 0:
+                description['pruning'] = self._pruning(rewind)
+              analyses.append(Job('analysis', init_seed, rewind, level, baseline, tuple(seeds),
+                                  store.run_dir(self.root, 'lmc', description), dense_dir,
+                                  lottery_dir))
+    return lotteries + analyses
+
+  def manifest_path(self):
+    return store.run_dir(self.root, 'sweep', {
+        'hparams': self.hparams, 'pruning': self.pruning, 'interpolation': self.interp,
+        'sweep': self.sweep}) + '.json'
+
+  def write_manifest(self, jobs):
+    tf.io.gfile.makedirs(self.root)
+    io_utils.write_json(self.manifest_path(), {
+        'hparams': self.hparams.to_dict(), 'pruning': dataclasses.asdict(self.pruning),
+        'sweep': store.describe(self.sweep),
+        'jobs': [{**dataclasses.asdict(job), 'copy_seeds': list(job.copy_seeds),
+                  'directory': os.path.relpath(job.directory, self.root),
+                  'dense_dir': os.path.relpath(job.dense_dir, self.root),
+                  'lottery_dir': os.path.relpath(job.lottery_dir, self.root)} for job in jobs]})
+
+  def is_done(self, job):
+    if job.kind == 'analysis':
+      return tf.io.gfile.exists(os.path.join(job.directory, instability.METRICS))
+    directories = [job.dense_dir] + [
+        lottery.level_dir(job.lottery_dir, level, variant)
+        for level in range(1, job.level + 1)
+        for variant in ('imp',) + (tuple(self.sweep.baselines)
+                                   if level in self.sweep.levels else ())]
+    return all(tf.io.gfile.exists(os.path.join(d, trainer.METRICS)) for d in directories)
+
+  def run_job(self, job):
+    hparams = self._hparams(job.init_seed)
+    options = dataclasses.replace(self.options, checkpoint_at=tuple(
+        self.options.checkpoint_at) + tuple(f'{k}it' for k in self.rewinds))
+    masks = None
+    if job.kind == 'lottery' or job.level > 0:
+      lottery.run(hparams, options, self._pruning(job.rewind), job.lottery_dir, self.data,
+                  self.strategy, levels=job.level, baselines=self.sweep.baselines,
+                  baseline_levels=set(self.sweep.levels), dense_dir=job.dense_dir)
+      if job.kind == 'lottery':
+        return
+      masks = io_utils.read_npz(os.path.join(
+          lottery.level_dir(job.lottery_dir, job.level), trainer.MASK))
+    instability.Analysis(hparams, options, self.interp, job.directory, self.data,
+                         self.strategy, f'{job.rewind}it', 2, list(job.copy_seeds), masks,
+                         job.baseline, self.pruning.baseline_seed + job.level,
+                         job.dense_dir).run()
+
+  def run(self, worker_index=0, num_workers=1, dry_run=False):
+    """Runs this worker's share of the jobs (all of them with one worker)."""
+    if not 0 <= worker_index < num_workers:
+      raise UserError(f'--worker_index={worker_index} is outside 0..{num_workers - 1}')
+    jobs = self.jobs()
+    mine = jobs[worker_index::num_workers]
+    if dry_run:
+      done = 0
+      for job in jobs:
+        status = 'done' if self.is_done(job) else 'todo'
+        done += status == 'done'
+        owner = f'worker {jobs.index(job) % num_workers}' if num_workers > 1 else ''
+        print(f'{status:4s}  {job.label()}  {os.path.basename(job.directory)}  {owner}')
+      print(f'{len(jobs)} jobs, {done} done, {len(jobs) - done} to do')
+      return jobs
+    self.write_manifest(jobs)
+    for number, job in enumerate(mine):
+      if self.is_done(job):
+        continue
+      logging.info('Job %d/%d: %s', number + 1, len(mine), job.label())
+      self.run_job(job)
+    return jobs
