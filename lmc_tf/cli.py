@@ -54,6 +54,26 @@ def parse_gin(gin_files, gin_bindings):
     raise UserError(f'bad gin config: {e}') from e
 
 
+def setup(argv, model_dir_purpose):
+  """The start of every binary: no stray arguments, a --model_dir, the gin config parsed.
+
+  Returns (hparams, options) of the gin config.
+  """
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
+  if not FLAGS.model_dir:
+    raise UserError(f'--model_dir is required: {model_dir_purpose}')
+  return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+
+
+def data_and_strategy(hparams):
+  """The dataset of `hparams` from --data_dir/--tfds_data_dir, and the --strategy."""
+  from lmc_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lmc_tf.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  return (data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir),
+          strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu))
+
+
 def configure_threads():
   """Applies --threads; must run before TensorFlow executes its first op."""
   if FLAGS.threads:

@@ -18,10 +18,8 @@ import gin
 
 from lmc_tf import cli
 from lmc_tf import config as config_lib
-from lmc_tf import data as data_lib
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import lottery
-from lmc_tf.training import strategy as strategy_lib
 
 flags.DEFINE_integer('levels', None, 'Number of pruning levels after level 0.')
 flags.DEFINE_float('target_density', None, 'Prune to the level whose density is nearest this '
@@ -36,11 +34,7 @@ FLAGS = cli.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
-  if not FLAGS.model_dir:
-    raise UserError('--model_dir is required: name the directory for the IMP run')
-  hparams, options = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  hparams, options = cli.setup(argv, 'name the directory for the IMP run')
   with gin.unlock_config():
     pruning = config_lib.PruningConfig()
   if FLAGS.rewind is not None:
@@ -50,8 +44,7 @@ def main(argv):
                        {int(level) for level in FLAGS.baseline_levels})
   except ValueError as e:
     raise UserError(f'--baseline_levels must be level numbers, e.g. 1,5,10: {e}') from e
-  data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
-  strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
+  data, strategy = cli.data_and_strategy(hparams)
   summary = lottery.run(hparams, options, pruning, FLAGS.model_dir, data, strategy,
                         FLAGS.levels, FLAGS.target_density, FLAGS.baselines, baseline_levels)
   print('variant          level  density  test accuracy')

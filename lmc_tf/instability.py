@@ -16,11 +16,9 @@ import gin
 
 from lmc_tf import cli
 from lmc_tf import config as config_lib
-from lmc_tf import data as data_lib
 from lmc_tf import io_utils
 from lmc_tf.analysis import instability
 from lmc_tf.errors import UserError
-from lmc_tf.training import strategy as strategy_lib
 
 flags.DEFINE_string('rewind', '0it', 'The iteration k the copies are made at: "0it", "500it", '
                     '"5ep".')
@@ -39,11 +37,7 @@ FLAGS = cli.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
-  if not FLAGS.model_dir:
-    raise UserError('--model_dir is required: name the directory for the analysis')
-  hparams, options = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  hparams, options = cli.setup(argv, 'name the directory for the analysis')
   with gin.unlock_config():
     interp = config_lib.InterpolationConfig()
     pruning = config_lib.PruningConfig()
@@ -58,8 +52,7 @@ def main(argv):
     seeds = None if FLAGS.data_order_seeds is None else [int(s) for s in FLAGS.data_order_seeds]
   except ValueError as e:
     raise UserError(f'--data_order_seeds must be integers, e.g. 1,2: {e}') from e
-  data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
-  strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
+  data, strategy = cli.data_and_strategy(hparams)
   metrics = instability.Analysis(
       hparams, options, interp, FLAGS.model_dir, data, strategy, FLAGS.rewind, FLAGS.copies,
       seeds, masks, FLAGS.baseline, pruning.baseline_seed, FLAGS.parent).run()

@@ -23,10 +23,8 @@ import gin
 
 from lmc_tf import cli
 from lmc_tf import config as config_lib
-from lmc_tf import data as data_lib
 from lmc_tf import sweeps
 from lmc_tf.errors import UserError
-from lmc_tf.training import strategy as strategy_lib
 
 flags.DEFINE_bool('dry_run', False, 'List the jobs, which are done, and who runs them.')
 flags.DEFINE_integer('worker_index', 0, 'This worker\'s share of the jobs: index ...')
@@ -51,11 +49,7 @@ def _spawn_processes():
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
-  if not FLAGS.model_dir:
-    raise UserError('--model_dir is required: the root directory of the sweep\'s runs')
-  hparams, options = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+  hparams, options = cli.setup(argv, "the root directory of the sweep's runs")
   with gin.unlock_config():
     pruning = config_lib.PruningConfig()
     interp = config_lib.InterpolationConfig()
@@ -68,8 +62,7 @@ def main(argv):
                       f'{FLAGS.model_dir}/worker_*.log')
     print(f'Sweep finished in {FLAGS.model_dir}')
     return
-  data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
-  strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
+  data, strategy = cli.data_and_strategy(hparams)
   sweep = sweeps.Sweep(hparams, options, pruning, interp, sweep_config, FLAGS.model_dir, data,
                        strategy)
   jobs = sweep.run(FLAGS.worker_index, FLAGS.num_workers, FLAGS.dry_run)

@@ -1,6 +1,7 @@
-r"""Prints a Markdown table of instability analyses.
+r"""Prints Markdown tables of instability analyses or of an IMP run.
 
-  python -m lmc_tf.tables runs/lmc_dense_k0 runs/lmc_dense_k500 ...
+  python -m lmc_tf.tables runs/lmc_dense_k0 runs/lmc_dense_k500 ...   # analyses
+  python -m lmc_tf.tables runs/imp_lenet_fmnist                       # IMP levels, baselines
 """
 import os
 import sys
@@ -36,7 +37,25 @@ def row(directory):
           f"{distances['loss_l2']['test']:.1f} / {distances['loss_l2']['train']:.1f}"]
 
 
+def imp_table(directory):
+  """Test accuracy against density for IMP and its baselines, one row per level."""
+  summary = io_utils.read_json(os.path.join(directory, 'lottery.json'))
+  variants = [v for v in ('imp', 'random_pruning', 'random_reinit') if v in summary]
+  print('| level | density | ' + ' | '.join(f'{v.replace("_", " ")} test accuracy'
+                                           for v in variants) + ' |')
+  print('|' + '---|' * (2 + len(variants)))
+  for level in sorted(summary['imp'], key=int):
+    cells = [level, f"{100 * summary['imp'][level]['density']:.1f}%"]
+    for variant in variants:
+      row = summary[variant].get(level)
+      cells.append(f"{100 * (1 - row['test_error']):.2f}%" if row else '')
+    print('| ' + ' | '.join(cells) + ' |')
+
+
 def main(directories):
+  if len(directories) == 1 and os.path.exists(os.path.join(directories[0], 'lottery.json')):
+    imp_table(directories[0])
+    return
   print('| ' + ' | '.join(COLUMNS) + ' |')
   print('|' + '---|' * len(COLUMNS))
   for directory in directories:

@@ -11,22 +11,14 @@ from absl import app
 from absl import logging
 
 from lmc_tf import cli
-from lmc_tf import data as data_lib
-from lmc_tf.errors import UserError
-from lmc_tf.training import strategy as strategy_lib
 from lmc_tf.training import trainer
 
 FLAGS = cli.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}: pass everything as --flags')
-  if not FLAGS.model_dir:
-    raise UserError('--model_dir is required: name the directory for this run')
-  hparams, options = cli.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-  data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
-  strategy = strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu)
+  hparams, options = cli.setup(argv, 'name the directory for this run')
+  data, strategy = cli.data_and_strategy(hparams)
   metrics = trainer.train(hparams, options, FLAGS.model_dir, data, strategy)
   logging.info('Final test error %.4f, train error %.4f', metrics['test_error'],
                metrics['train_error'])
