@@ -196,9 +196,8 @@ class Run:
     training = self.hparams.training
     writer = tf.summary.create_file_writer(self.model_dir)
     start = self.iteration
-    if start == 0:
-      with writer.as_default(step=0):
-        tf.summary.text('config/operative_gin', gin.markdown(gin.operative_config_str()))
+    with writer.as_default(step=start):
+      tf.summary.text('config/operative_gin', gin.markdown(gin.operative_config_str()))
     dataset = self.data.train_batches(training.batch_size, training.data_order_seed, start,
                                       self.total)
     iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
