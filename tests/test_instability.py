@@ -168,6 +168,26 @@ def test_bad_analysis_input(tmp_path, fashion_mnist_splits):
                          masks=bad_mask).run()
 
 
+
+def test_recomputed_batch_norm_statistics_are_the_average_over_batches():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  hparams, _ = parse('resnet20_cifar10.gin', bindings=[
+      "ModelConfig.name = 'cifar_resnet_8'", 'DatasetConfig.synthetic = True'])
+  data = data_lib.load(hparams.dataset)
+  model = trainer.build_model(hparams, data)
+  interpolator = interpolation.Interpolator(model)
+  batches = list(data.train_batches(32, 0, 0, 3))
+  interpolator.recompute_batch_norm(batches)
+  layer = model.get_layer('bn')
+  conv_output = tf.keras.Model(model.inputs, model.get_layer('conv').output)
+  means = [tf.reduce_mean(conv_output(x), axis=[0, 1, 2]).numpy() for x, _ in batches]
+  np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean(means, axis=0), atol=1e-5)
+  assert layer.momentum == 0.9  # restored
+  weights = trainer.weights_dict(model)
+  curve = interpolator.curve(weights, weights, [0.0, 1.0], data, 'test', bn_data=batches)
+  assert curve['error'][0] == curve['error'][1]
+
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
