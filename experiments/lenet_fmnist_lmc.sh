@@ -27,5 +27,5 @@ $py -m lmc_tf.instability $cfg --model_dir="$out/lmc_imp_level15_k0" --rewind=0i
 $py -m lmc_tf.instability $cfg --model_dir="$out/lmc_imp_level15_k500" --rewind=500it \
   --mask="$out/imp_lenet_fmnist_k500/level_15/mask.npz" --parent="$out/imp_lenet_fmnist_k500/level_00"
 
-$py -m lmc_tf.tables "$out"/lmc_dense_k* "$out"/lmc_imp_level15_k*
+$py -m lmc_tf.tables "$out"/lmc_dense_k{0,100,500,2000} "$out"/lmc_imp_level15_k{0,500}
 echo "wall time of this invocation: $(( $(date +%s) - begin )) s"
