@@ -43,7 +43,7 @@ class Interpolator:
     self.split = _first_layer_split(model)
     self._batched = tf.function(self._batched_curve)
     self._logits = tf.function(lambda x: loop.split_outputs(self.model(x, training=False))[0])
-    self.steps = loop.Steps(model, tf.keras.optimizers.SGD(0.0), self.strategy, 1)
+    self.evaluator = loop.Evaluator(model, self.strategy)
 
   def assign(self, weights_a, weights_b, alpha):
     for path, variable in self.variables.items():
@@ -104,7 +104,7 @@ class Interpolator:
         self.assign(weights_a, weights_b, float(alpha))
         if bn_data is not None:
           self.recompute_batch_norm(bn_data)
-        result = self.steps.evaluate(data, split)
+        result = self.evaluator.evaluate(data, split)
         losses.append(result['loss'])
         errors.append(result['error'])
       return {'loss': losses, 'error': errors}

@@ -31,7 +31,7 @@ def cross_entropy(labels, logits):
 
 
 class Steps:
-  """The train loop and evaluation of one model and optimizer under one strategy."""
+  """The train loop (and an Evaluator) of one model and optimizer under one strategy."""
 
   def __init__(self, model, optimizer, strategy, global_batch_size, weight_decay=0.0,
                aux_loss_weight=0.4):
@@ -45,7 +45,7 @@ class Steps:
       self.train_loss = tf.keras.metrics.Mean('train_loss')
       self.train_accuracy = tf.keras.metrics.SparseCategoricalAccuracy('train_accuracy')
     self.train_loop = tf.function(self._train_loop)
-    self._evaluate = tf.function(self._evaluate_dataset)
+    self.evaluate = Evaluator(model, strategy).evaluate
 
   def _replica_step(self, images, labels):
     variables = self.model.trainable_variables
@@ -77,6 +77,15 @@ class Steps:
       if not tf.math.is_finite(loss):
         break
     return done, loss
+
+
+class Evaluator:
+  """Loss and error of a model on a split, under a strategy; padding examples weigh 0."""
+
+  def __init__(self, model, strategy):
+    self.model = model
+    self.strategy = strategy
+    self._evaluate = tf.function(self._evaluate_dataset)
 
   def _evaluate_dataset(self, dataset):
     def replica_fn(images, labels, weights):
