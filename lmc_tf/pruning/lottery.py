@@ -98,7 +98,8 @@ class Lottery:
 
   def masks_for_level(self, level, target_density=None):
     """The IMP masks of `level`, from the trained weights of level - 1 (or level 0 one-shot)."""
-    ones = {p: np.ones_like(m) for p, m in self._level_masks(0).items()}
+    previous_masks = self._level_masks(level - 1)
+    ones = {p: np.ones_like(m) for p, m in previous_masks.items()}
     if self.pruning.style == 'one_shot':
       weights = io_utils.read_npz(os.path.join(self.dense_dir, trainer.WEIGHTS))
       return rules.one_shot_masks(weights, ones, target_density, self.pruning.scope,
@@ -108,7 +109,7 @@ class Lottery:
                       'or one_shot')
     previous = self.level_dir(level - 1)
     weights = io_utils.read_npz(os.path.join(previous, trainer.WEIGHTS))
-    return rules.imp_masks(weights, self._level_masks(level - 1), ones, self.pruning.fraction,
+    return rules.imp_masks(weights, previous_masks, ones, self.pruning.fraction,
                            level, self.pruning.scope, self.excluded)
 
   def _level_masks(self, level):
