@@ -148,9 +148,9 @@ def _against_k(ax, groups, path, scale=1.0):
 def figure_extreme_sparsity(lotteries, output_dir):
   """Appendix A / Figure 10: the best IMP accuracy over k per density, against the full network."""
   plt = _pyplot()
-  dense = [1 - r['test_error'] for r in lotteries if r['level'] == 0 and r['variant'] == 'imp']
+  # One value per init seed: level 0 is shared by every rewinding point.
   dense = list({r['init_seed']: 1 - r['test_error'] for r in lotteries
-                if r['level'] == 0 and r['variant'] == 'imp'}.values()) or dense
+                if r['level'] == 0 and r['variant'] == 'imp'}.values())
   if not dense:
     return None, None
   full_mean, full_std = mean_std(dense)
