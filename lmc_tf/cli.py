@@ -23,6 +23,8 @@ flags.DEFINE_string('data_dir', None, 'Local directory of the dataset files (IDX
 flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory.')
 flags.DEFINE_string('strategy', 'default', 'default, mirrored, multi_worker or tpu.')
 flags.DEFINE_string('tpu', None, 'TPU name or "local" (with --strategy=tpu).')
+flags.DEFINE_integer('cpu_devices', 0, 'Split the host CPU into this many logical devices, '
+                     'so --strategy=mirrored runs on a CPU (tests, benchmarks); 0: no split.')
 flags.DEFINE_integer('threads', 0, 'CPU threads for TensorFlow ops (intra- and inter-op); 0: '
                      "TensorFlow's default (all cores).")
 
@@ -74,19 +76,22 @@ def data_and_strategy(hparams):
           strategy_lib.make_strategy(FLAGS.strategy, FLAGS.tpu))
 
 
-def configure_threads():
-  """Applies --threads; must run before TensorFlow executes its first op."""
+def configure_devices():
+  """Applies --threads and --cpu_devices; must run before TensorFlow executes its first op."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if FLAGS.threads:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+  if FLAGS.cpu_devices:
+    from lmc_tf.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+    strategy_lib.split_cpu(FLAGS.cpu_devices)
 
 
 def run_main(main):
   """Wraps an absl main so bad input ends in one line on stderr and exit status 1."""
   def wrapped(argv):
     try:
-      configure_threads()
+      configure_devices()
       main(argv)
     except UserError as e:
       logging.flush()

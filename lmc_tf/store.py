@@ -14,6 +14,8 @@ import os
 
 import tensorflow as tf
 
+from lmc_tf import io_utils
+
 
 def describe(value):
   """A JSON-able description of `value` with dataclass fields at their defaults left out."""
@@ -58,9 +60,10 @@ def locked(directory):
   A second process that reaches the same run waits here, then finds it
   finished. The lock is a POSIX file lock, released by the kernel when its
   holder dies (SIGKILL included). Object stores (gs://) have no such lock:
-  there, runs are only protected by their atomic writes.
+  there, runs are only protected by their atomic writes. In a multi-worker job
+  only the chief locks: the other workers write nothing and must not wait on it.
   """
-  if '://' in directory:
+  if '://' in directory or not io_utils.is_chief():
     yield
     return
   import fcntl  # pylint: disable=g-import-not-at-top

@@ -188,6 +188,23 @@ def test_recomputed_batch_norm_statistics_are_the_average_over_batches():
   assert curve['error'][0] == curve['error'][1]
 
 
+
+def test_an_analysis_runs_on_a_gfile_filesystem(fashion_mnist_splits):
+  """Every file goes through tf.io.gfile, so gs:// works; ram:// (no local path) stands in."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  hparams, options, data = _setup(fashion_mnist_splits, [
+      "TrainingConfig.training_steps = '60it'"])
+  config = config_lib.InterpolationConfig(num_alphas=3)
+  root = 'ram://lmc_tf_test/k20'
+  metrics = instability.Analysis(hparams, options, config, root, data, rewind='20it').run()
+  assert io_utils.read_json(root + '/metrics.json') == metrics
+  for name in ('parent/checkpoints/ckpt-20.index', 'copy_1/weights.npz', 'hparams.json'):
+    assert tf.io.gfile.exists(f'{root}/{name}'), name
+  assert tf.io.gfile.glob(root + '/events.out.tfevents.*')
+  # Run again: read back, not recomputed.
+  again = instability.Analysis(hparams, options, config, root, data, rewind='20it').run()
+  assert again == metrics
+
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))

@@ -32,6 +32,8 @@ from lmc_tf.analysis import interpolation
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import lottery
 from lmc_tf.pruning import masking
+from lmc_tf.training import loop
+from lmc_tf.training import strategy as strategy_lib
 from lmc_tf.training import trainer
 
 METRICS = 'metrics.json'
@@ -148,7 +150,9 @@ class Analysis:
 
   def run(self):
     with store.locked(self.model_dir):
-      return self._run()
+      metrics = self._run()
+    strategy_lib.barrier(self.strategy)  # the chief's metrics.json is written
+    return metrics
 
   def _run(self):
     trainer.claim_run_dir(self.model_dir, self.hparams, self.settings())
@@ -187,7 +191,9 @@ class Analysis:
     if self.interp.batch_norm != 'recompute':
       return None
     batch_size = self.hparams.training.batch_size
-    return self.data.train_batches(batch_size, 0, 0, self.interp.batch_norm_batches)
+    return loop.distribute(self.strategy, lambda replicas, num_replicas: (
+        self.data.train_batches(batch_size, 0, 0, self.interp.batch_norm_batches, replicas,
+                                num_replicas)))
 
   def _compare(self, interpolator, weights_a, weights_b, masks, dir_a, dir_b):
     """Interpolation, instability and Appendix G distances between two final networks."""
@@ -197,8 +203,9 @@ class Analysis:
     for split in SPLITS:
       curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, split,
                                  bn_data=bn_data)
-      losses_a, predictions_a, labels = interpolator.per_example(weights_a, self.data, split)
-      losses_b, predictions_b, _ = interpolator.per_example(weights_b, self.data, split)
+      losses_a, predictions_a, labels = interpolator.per_example(weights_a, self.data, split,
+                                                                 bn_data)
+      losses_b, predictions_b, _ = interpolator.per_example(weights_b, self.data, split, bn_data)
       errors = [float(np.mean(predictions_a != labels)), float(np.mean(predictions_b != labels))]
       mean_losses = [float(np.mean(losses_a)), float(np.mean(losses_b))]
       result['interpolation'][split] = curve
@@ -253,7 +260,7 @@ class Analysis:
     for split in SPLITS:
       _, predictions, labels = interpolator.per_example(
           {p: (v * masks[p] if p in masks else v) for p, v in start_weights.items()},
-          self.data, split)
+          self.data, split, self._bn_batches())
       error_at_k[split] = float(np.mean(predictions != labels))
     at_init = distances.kernel_vector(initial, masks)
     at_k = distances.kernel_vector(rewound, masks)
@@ -265,7 +272,7 @@ class Analysis:
             'l2_final_to_final': final_distance}
 
   def _summarize(self, metrics):
-    writer = tf.summary.create_file_writer(self.model_dir)
+    writer = io_utils.summary_writer(self.model_dir)
     with writer.as_default():
       for split in SPLITS:
         for key in ('error', 'loss'):

@@ -6,8 +6,10 @@ Conv2D) is reached from the input through parameter-free layers only, it is
 linear in its kernel, so it computes X W1 and X (W2 - W1) once per batch and
 forms X W(a) = X W1 + a X (W2 - W1) for every alpha; only the rest of the
 network runs per alpha. The naive evaluator assigns W(a) and evaluates the
-model once per alpha; it is the reference, and the path used under
-multi-replica strategies and when BatchNorm statistics are recomputed.
+model once per alpha; it is the reference, and the path used when BatchNorm
+statistics are recomputed. Both run under any strategy: weights are assigned
+in cross-replica context, each replica evaluates its slice of the batch, and
+the sums are reduced across replicas.
 """
 import numpy as np
 import tensorflow as tf
@@ -42,7 +44,8 @@ class Interpolator:
     self.variables = trainer.weight_variables(model)
     self.split = _first_layer_split(model)
     self._batched = tf.function(self._batched_curve)
-    self._logits = tf.function(lambda x: loop.split_outputs(self.model(x, training=False))[0])
+    self._predictions = tf.function(self._gathered_predictions)
+    self._train_mode_call = tf.function(self._replica_train_mode_call)
     self.evaluator = loop.Evaluator(model, self.strategy)
 
   def assign(self, weights_a, weights_b, alpha):
@@ -55,38 +58,44 @@ class Interpolator:
     count = tf.shape(alphas)[0]
     loss_sums = tf.zeros([count])
     correct_sums = tf.zeros([count])
+    paths = list(self.variables)
     for images, labels, weights in dataset:
-      losses, correct = self._batch_sums(images, labels, weights, alphas, start, delta)
-      loss_sums += losses
-      correct_sums += correct
+      if self.split is not None:
+        first_kernel = paths.index(self.split[0].kernel_path)
+        inputs = self.strategy.run(self._first_layer_terms,
+                                   args=(images, start[first_kernel], delta[first_kernel]))
+      else:
+        inputs = images
+      for i in tf.range(count):
+        alpha = alphas[i]
+        for j, path in enumerate(paths):
+          self.variables[path].assign(start[j] + alpha * delta[j])
+        losses, correct = self.strategy.run(self._alpha_sums, args=(inputs, labels, weights,
+                                                                     alpha))
+        at_i = tf.one_hot(i, count)
+        loss_sums += at_i * self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        correct_sums += at_i * self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct,
+                                                    axis=None)
     return loss_sums, correct_sums
 
-  def _batch_sums(self, images, labels, weights, alphas, start, delta):
-    """Per-alpha sums of the loss and of correct predictions on one batch."""
-    paths = list(self.variables)
-    if self.split is not None:
-      first, head, tail = self.split
-      kernel_index = paths.index(first.kernel_path)
+  def _first_layer_terms(self, images, kernel_start, kernel_delta):
+    """(X W1, X (W2 - W1)) of the first weighted layer, on one replica's batch."""
+    first, head, _ = self.split
+    inputs = head(images, training=False)
+    return first.linear(inputs, kernel_start), first.linear(inputs, kernel_delta)
+
+  def _alpha_sums(self, inputs, labels, weights, alpha):
+    """Summed loss and correct predictions of W(alpha) (already assigned) on one replica."""
+    if self.split is None:
+      outputs = self.model(inputs, training=False)
+    else:
+      first, _, tail = self.split
+      base, slope = inputs
       bias = first.layer.bias if first.layer.use_bias else None
-      inputs = head(images, training=False)
-      base = first.linear(inputs, start[kernel_index])
-      slope = first.linear(inputs, delta[kernel_index])
-    count = tf.shape(alphas)[0]
-    losses = tf.TensorArray(tf.float32, size=count)
-    correct = tf.TensorArray(tf.float32, size=count)
-    for i in tf.range(count):
-      alpha = alphas[i]
-      for j, path in enumerate(paths):
-        self.variables[path].assign(start[j] + alpha * delta[j])
-      if self.split is None:
-        outputs = self.model(images, training=False)
-      else:
-        outputs = tail(first.finish(base + alpha * slope, bias), training=False)
-      logits = loop.split_outputs(outputs)[0]
-      hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-      losses = losses.write(i, tf.reduce_sum(loop.cross_entropy(labels, logits) * weights))
-      correct = correct.write(i, tf.reduce_sum(hits * weights))
-    return losses.stack(), correct.stack()
+      outputs = tail(first.finish(base + alpha * slope, bias), training=False)
+    logits = loop.split_outputs(outputs)[0]
+    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+    return tf.reduce_sum(loop.cross_entropy(labels, logits) * weights), tf.reduce_sum(hits * weights)
 
   def curve(self, weights_a, weights_b, alphas, data, split, method='auto', bn_data=None):
     """{'loss': [...], 'error': [...]} of W(a) for each alpha on `split`.
@@ -96,8 +105,7 @@ class Interpolator:
     """
     alphas = np.asarray(alphas, np.float32)
     if method == 'auto':
-      single = self.strategy.num_replicas_in_sync == 1
-      method = 'batched' if single and bn_data is None else 'naive'
+      method = 'batched' if bn_data is None else 'naive'
     if method == 'naive':
       losses, errors = [], []
       for alpha in alphas:
@@ -117,30 +125,56 @@ class Interpolator:
             'error': [1.0 - float(v) / count for v in correct_sums.numpy()]}
 
   def recompute_batch_norm(self, batches):
-    """Replaces BatchNorm running statistics by their averages over `batches` (train mode)."""
+    """Replaces BatchNorm running statistics by their averages over `batches` (train mode).
+
+    Under a strategy, `batches` are distributed and each replica computes its own
+    slices' statistics; reading them averages over replicas.
+    """
     layers = [l for l in self.model.submodules if isinstance(l, tf.keras.layers.BatchNormalization)]
     if not layers:
       return
-    for layer in layers:
-      layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
-      layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
     momenta = [layer.momentum for layer in layers]
-    for step, (images, _) in enumerate(batches):
-      # A cumulative average: the step-th batch gets weight 1 / (step + 1).
-      for layer in layers:
-        layer.momentum = step / (step + 1.0)
-      self.model(images, training=True)
-    for layer, momentum in zip(layers, momenta):
+    for layer in layers:
+      layer.momentum = 0.0  # a train-mode call leaves the batch's own statistics
+    sums = [[0.0, 0.0] for _ in layers]
+    count = 0
+    for images, _ in batches:
+      self._train_mode_call(images)
+      for total, layer in zip(sums, layers):
+        total[0] += layer.moving_mean.numpy()
+        total[1] += layer.moving_variance.numpy()
+      count += 1
+    for (mean, variance), layer, momentum in zip(sums, layers, momenta):
+      layer.moving_mean.assign(mean / count)
+      layer.moving_variance.assign(variance / count)
       layer.momentum = momentum
 
-  def per_example(self, weights, data, split):
-    """(per-example losses, predicted classes, labels) of `weights` on `split`, padding dropped."""
+  def _replica_train_mode_call(self, images):
+    self.strategy.run(lambda x: self.model(x, training=True), args=(images,))
+
+  def _gathered_predictions(self, images, labels, weights):
+    """(losses, predictions, labels, weights) of a batch, gathered from all replicas."""
+    def replica_fn(images, labels, weights):
+      logits = loop.split_outputs(self.model(images, training=False))[0]
+      return (loop.cross_entropy(labels, logits), tf.argmax(logits, -1, output_type=tf.int32),
+              labels, weights)
+    per_replica = self.strategy.run(replica_fn, args=(images, labels, weights))
+    return [self.strategy.gather(t, axis=0) for t in per_replica]
+
+  def per_example(self, weights, data, split, bn_data=None):
+    """(per-example losses, predicted classes, labels) of `weights` on `split`, padding dropped.
+
+    The order is the same for every call on the same data and strategy, so two
+    networks' results compare example by example. `bn_data`: recompute BatchNorm
+    statistics first, as `curve` does, so the endpoints match the curve's.
+    """
     trainer.assign_weights(self.model, weights)
-    dataset, count = loop.eval_dataset(data, split, self.strategy)
-    losses, predictions, all_labels = [], [], []
-    for images, labels, _ in dataset:
-      logits = self._logits(images)
-      losses.append(loop.cross_entropy(labels, logits).numpy())
-      predictions.append(tf.argmax(logits, -1, output_type=tf.int32).numpy())
-      all_labels.append(labels.numpy())
-    return tuple(np.concatenate(parts)[:count] for parts in (losses, predictions, all_labels))
+    if bn_data is not None:
+      self.recompute_batch_norm(bn_data)
+    dataset, _ = loop.eval_dataset(data, split, self.strategy)
+    parts = []
+    for batch in dataset:
+      parts.append([t.numpy() for t in self._predictions(*batch)])
+    losses, predictions, labels, example_weights = (np.concatenate(p) for p in zip(*parts))
+    real = example_weights > 0
+    return losses[real], predictions[real], labels[real]

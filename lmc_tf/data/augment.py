@@ -14,22 +14,28 @@ def normalize(images, mean, std):
   return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def pad_crop_flip(images, seed, pad=4):
-  """CIFAR augmentation of a whole batch: each image gets its own crop offset and flip.
+def pad_crop_flip(images, seed, positions=None, batch_size=None, pad=4):
+  """CIFAR augmentation of a batch: each image gets its own crop offset and flip.
 
   `images` are floats in [0, 1]; padding is black, as in the usual pad-then-crop.
+  `images` may be some `positions` of a batch of `batch_size` (one replica's share):
+  the random draws are made for the whole batch, so an image is augmented the
+  same however the batch is split over replicas.
   """
-  batch = tf.shape(images)[0]
+  if positions is None:
+    positions = tf.range(tf.shape(images)[0])
+    batch_size = tf.shape(images)[0]
   height, width = images.shape[1], images.shape[2]
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  offsets = tf.random.stateless_uniform([batch, 2], crop_seed, minval=0, maxval=2 * pad + 1,
-                                        dtype=tf.int32)
+  offsets = tf.gather(tf.random.stateless_uniform(
+      [batch_size, 2], crop_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32), positions)
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
   rows = offsets[:, :1] + tf.range(height)[None]
   cols = offsets[:, 1:] + tf.range(width)[None]
   cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
   cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
-  flip = tf.random.stateless_uniform([batch, 1, 1, 1], flip_seed) < 0.5
+  flip = tf.gather(tf.random.stateless_uniform([batch_size], flip_seed), positions) < 0.5
+  flip = tf.reshape(flip, [-1, 1, 1, 1])
   return tf.where(flip, tf.reverse(cropped, axis=[2]), cropped)
 
 
@@ -46,6 +52,12 @@ def imagenet_train(jpeg_bytes, seed, size):
   image = tf.image.resize(image, [size, size], method='bilinear') / 255.0
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def random_flip(images, seed, positions, batch_size):
+  """Flips each image of `positions` of a batch left-right with probability 1/2."""
+  flip = tf.gather(tf.random.stateless_uniform([batch_size], seed), positions) < 0.5
+  return tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(images, axis=[2]), images)
 
 
 def imagenet_eval(jpeg_bytes, size):

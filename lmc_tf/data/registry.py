@@ -65,6 +65,21 @@ def _subset_count(requested, available):
   return available if requested is None else min(int(requested), available)
 
 
+def _replica_slice(batch_size, replicas, num_replicas):
+  """(per-replica batch size, positions in the batch of `replicas`' slices, in order)."""
+  if batch_size % num_replicas:
+    raise UserError(f'batch size {batch_size} does not split evenly over {num_replicas} '
+                    'replicas: choose a multiple of the replica count')
+  size = batch_size // num_replicas
+  return size, np.concatenate([np.arange(r * size, (r + 1) * size) for r in replicas])
+
+
+def _keeps_position(positions, batch_size):
+  """A tf.data filter on (index in the stream, ...) keeping the batch `positions`."""
+  keep = tf.constant(np.isin(np.arange(batch_size), positions))
+  return lambda index, *_: tf.gather(keep, index % batch_size)
+
+
 class Data:
   """A dataset with its train pipeline and padded evaluation pipelines."""
 
@@ -93,8 +108,15 @@ class Data:
                       'examples: lower TrainingConfig.batch_size')
     return steps
 
-  def train_batches(self, batch_size, seed, start, end):
-    """Batches of (images, labels) for iterations start..end-1 under data-order `seed`."""
+  def train_batches(self, batch_size, seed, start, end, replicas=(0,), num_replicas=1):
+    """Batches of (images, labels) for iterations start..end-1 under data-order `seed`.
+
+    Under a strategy with `num_replicas` replicas each iteration's batch is cut into
+    that many equal slices, and one input pipeline yields, iteration by iteration,
+    the slices of its own `replicas` (global replica indices) in order. The examples
+    and their augmentation depend only on (seed, iteration, position in the batch),
+    so every split of a batch trains on the same data.
+    """
     raise NotImplementedError
 
   def eval_count(self, split):
@@ -103,8 +125,9 @@ class Data:
       return _subset_count(self.config.train_eval_examples, self.num_train)
     return _subset_count(self.config.test_eval_examples, self.num_test)
 
-  def eval_batches(self, split, batch_size):
-    """(dataset of (images, labels, weights), example count): padded to whole batches, pads weigh 0."""
+  def eval_batches(self, split, batch_size, replicas=(0,), num_replicas=1):
+    """(dataset of (images, labels, weights), example count): padded to whole batches,
+    pads weigh 0; batches are sliced over replicas as in train_batches."""
     raise NotImplementedError
 
 
@@ -127,16 +150,17 @@ class InMemoryData(Data):
   def num_test(self):
     return len(self.test_images)
 
-  def _preprocess(self, images, seed=None):
+  def _preprocess(self, images, seed=None, positions=None, batch_size=None):
     images = tf.cast(images, tf.float32) / 255.0
     if seed is not None and self.info.augmentation == 'pad_crop_flip':
-      images = augment.pad_crop_flip(images, seed)
+      images = augment.pad_crop_flip(images, seed, positions, batch_size)
     elif seed is not None and self.info.augmentation == 'imagenet':
-      images = tf.image.stateless_random_flip_left_right(images, seed)
+      images = augment.random_flip(images, seed, positions, batch_size)
     return augment.normalize(images, self.info.mean, self.info.std)
 
-  def train_batches(self, batch_size, seed, start, end):
+  def train_batches(self, batch_size, seed, start, end, replicas=(0,), num_replicas=1):
     steps = self.iterations_per_epoch(batch_size)
+    size, positions = _replica_slice(batch_size, replicas, num_replicas)
     images = tf.constant(self.train_images)
     labels = tf.constant(self.train_labels)
     count = self.num_train
@@ -154,24 +178,30 @@ class InMemoryData(Data):
     iterations = tf.data.Dataset.range(start, end)
 
     def make_batch(iteration, index):
+      # The slices of this pipeline's replicas, preprocessed together, then one per element.
+      index = tf.gather(index, positions)
       seed_i = tf.random.experimental.stateless_fold_in(augment_key, iteration)
-      return self._preprocess(tf.gather(images, index), seed_i), tf.gather(labels, index)
+      batch = (self._preprocess(tf.gather(images, index), seed_i, positions, batch_size),
+               tf.gather(labels, index))
+      return tuple(tf.reshape(t, [len(replicas), size] + t.shape[1:].as_list()) for t in batch)
 
     return (tf.data.Dataset.zip((iterations, indices))
-            .map(make_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+            .map(make_batch, num_parallel_calls=AUTOTUNE).unbatch().prefetch(AUTOTUNE))
 
-  def eval_batches(self, split, batch_size):
-    key = (split, batch_size)
+  def eval_batches(self, split, batch_size, replicas=(0,), num_replicas=1):
+    key = (split, batch_size, tuple(replicas), num_replicas)
     if key not in self._eval_cache:
+      size, positions = _replica_slice(batch_size, replicas, num_replicas)
       images, labels = ((self.train_images, self.train_labels) if split == 'train' else
                         (self.test_images, self.test_labels))
       count = self.eval_count(split)
       padded = math.ceil(count / batch_size) * batch_size
       pad = [(0, padded - count)]
-      images = np.pad(images[:count], pad + [(0, 0)] * 3)
-      labels = np.pad(labels[:count], pad)
-      weights = np.pad(np.ones(count, np.float32), pad)
-      dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights)).batch(batch_size)
+      mine = np.isin(np.arange(padded) % batch_size, positions)  # this pipeline's examples
+      images = np.pad(images[:count], pad + [(0, 0)] * 3)[mine]
+      labels = np.pad(labels[:count], pad)[mine]
+      weights = np.pad(np.ones(count, np.float32), pad)[mine]
+      dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights)).batch(size)
                  .map(lambda x, y, w: (self._preprocess(x), y, w), num_parallel_calls=AUTOTUNE)
                  .prefetch(AUTOTUNE))
       self._eval_cache[key] = (dataset, count)
@@ -194,8 +224,9 @@ class ImageNetData(Data):
     return self.builder.as_dataset(split=split, shuffle_files=False, as_supervised=True,
                                    decoders={'image': decode.SkipDecoding()})
 
-  def train_batches(self, batch_size, seed, start, end):
+  def train_batches(self, batch_size, seed, start, end, replicas=(0,), num_replicas=1):
     steps = self.iterations_per_epoch(batch_size)
+    replica_batch, positions = _replica_slice(batch_size, replicas, num_replicas)
     size = self.image_shape[0]
     base = self._split('train').take(steps * batch_size)
     augment_key = _seed_key(seed, _AUGMENT)
@@ -209,8 +240,10 @@ class ImageNetData(Data):
                 .flat_map(epoch_examples))
     indexed = tf.data.Dataset.zip((tf.data.Dataset.range(first_epoch * steps * batch_size,
                                                          end * batch_size), examples))
-    # Skipping before decoding keeps a resume cheap.
-    indexed = indexed.skip((start - first_epoch * steps) * batch_size)
+    # Skipping and keeping this pipeline's share before decoding keep a resume and each
+    # worker's input cheap.
+    indexed = (indexed.skip((start - first_epoch * steps) * batch_size)
+               .filter(_keeps_position(positions, batch_size)))
 
     def preprocess(index, example):
       jpeg, label = example
@@ -218,19 +251,28 @@ class ImageNetData(Data):
       return augment.imagenet_train(jpeg, seed_i, size), tf.cast(label, tf.int32)
 
     return (indexed.map(preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
-            .batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+            .batch(replica_batch, drop_remainder=True).prefetch(AUTOTUNE))
 
-  def eval_batches(self, split, batch_size):
+  def eval_batches(self, split, batch_size, replicas=(0,), num_replicas=1):
+    replica_batch, positions = _replica_slice(batch_size, replicas, num_replicas)
     count = self.eval_count(split)
     split = 'train' if split == 'train' else self.info.test_split
     size = self.image_shape[0]
     padded = math.ceil(count / batch_size) * batch_size
-    examples = self._split(split).take(count).map(
-        lambda jpeg, label: (augment.imagenet_eval(jpeg, size), tf.cast(label, tf.int32), 1.0),
-        num_parallel_calls=AUTOTUNE)
-    pads = tf.data.Dataset.from_tensors(
-        (tf.zeros([size, size, 3]), tf.constant(0, tf.int32), 0.0)).repeat(padded - count)
-    return examples.concatenate(pads).batch(batch_size).prefetch(AUTOTUNE), count
+    examples = self._split(split).take(count).map(lambda jpeg, label: (jpeg, label, 1.0))
+    pads = tf.data.Dataset.from_tensors((tf.constant(b''), tf.constant(0, tf.int64), 0.0))
+
+    def decode(_, example):
+      jpeg, label, weight = example
+      image = tf.cond(weight > 0, lambda: augment.imagenet_eval(jpeg, size),
+                      lambda: tf.zeros([size, size, 3]))
+      return image, tf.cast(label, tf.int32), weight
+
+    stream = examples.concatenate(pads.repeat(padded - count))
+    return (tf.data.Dataset.zip((tf.data.Dataset.range(padded), stream))
+            .filter(_keeps_position(positions, batch_size))
+            .map(decode, num_parallel_calls=AUTOTUNE).batch(replica_batch)
+            .prefetch(AUTOTUNE)), count
 
 
 def _synthetic_splits(shape, num_classes, train_count):

@@ -140,7 +140,7 @@ class Lottery:
     self.summary.setdefault(variant, {})[str(level)] = dict(metrics, density=density)
     io_utils.write_json(os.path.join(self.model_dir, SUMMARY), self.summary)
     if self.writer is None:
-      self.writer = tf.summary.create_file_writer(self.model_dir)
+      self.writer = io_utils.summary_writer(self.model_dir)
     with self.writer.as_default(step=level):
       tf.summary.scalar(f'{variant}/test_error', metrics['test_error'])
       tf.summary.scalar(f'{variant}/density', density)

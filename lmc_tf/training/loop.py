@@ -11,12 +11,27 @@ import tensorflow as tf
 EVAL_BATCH_SIZE = 1000
 
 
+def distribute(strategy, make_dataset):
+  """The distributed dataset of `make_dataset(replicas, num_replicas)` under `strategy`.
+
+  Each input pipeline (one per worker or TPU host) builds only the slices of its
+  own replicas, so no worker reads or preprocesses another's share. The default
+  strategy gets the whole batch (replicas (0,) of 1).
+  """
+  def dataset_fn(context):
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+    return make_dataset(tuple(range(first, first + local)), context.num_replicas_in_sync)
+  return strategy.distribute_datasets_from_function(dataset_fn)
+
+
 def eval_dataset(data, split, strategy):
-  """(padded batches of `split`, example count). Small evaluation sets get one batch of their
-  own size, not a mostly padded one; the batch splits evenly over replicas."""
+  """(distributed padded batches of `split`, example count). Small evaluation sets get one
+  batch of their own size, not a mostly padded one; the batch splits evenly over replicas."""
   replicas = strategy.num_replicas_in_sync
   batch_size = min(EVAL_BATCH_SIZE, math.ceil(data.eval_count(split) / replicas) * replicas)
-  return data.eval_batches(split, batch_size)
+  count = data.eval_count(split)
+  return distribute(strategy, lambda r, n: data.eval_batches(split, batch_size, r, n)[0]), count
 
 
 def split_outputs(outputs):
@@ -47,7 +62,8 @@ class Steps:
     self.train_loop = tf.function(self._train_loop)
     self.evaluate = Evaluator(model, strategy).evaluate
 
-  def _replica_step(self, images, labels):
+  def replica_step(self, images, labels):
+    """One step on one replica's share of the batch; returns its share of the loss."""
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       logits, aux_logits = split_outputs(self.model(images, training=True))
@@ -71,7 +87,7 @@ class Steps:
     loss = tf.constant(0.0)
     for _ in tf.range(num_steps):
       images, labels = next(iterator)
-      per_replica = self.strategy.run(self._replica_step, args=(images, labels))
+      per_replica = self.strategy.run(self.replica_step, args=(images, labels))
       loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
       done += 1
       if not tf.math.is_finite(loss):
@@ -88,21 +104,22 @@ class Evaluator:
     self._evaluate = tf.function(self._evaluate_dataset)
 
   def _evaluate_dataset(self, dataset):
-    def replica_fn(images, labels, weights):
-      logits, _ = split_outputs(self.model(images, training=False))
-      correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-      return (tf.reduce_sum(cross_entropy(labels, logits) * weights),
-              tf.reduce_sum(correct * weights))
-
     loss_sum, correct_sum = tf.constant(0.0), tf.constant(0.0)
     for images, labels, weights in dataset:
-      loss, correct = self.strategy.run(replica_fn, args=(images, labels, weights))
+      loss, correct = self.strategy.run(self.replica_sums, args=(images, labels, weights))
       loss_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
       correct_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
     return loss_sum, correct_sum
 
+  def replica_sums(self, images, labels, weights):
+    """(summed loss, number correct) of one replica's batch."""
+    logits, _ = split_outputs(self.model(images, training=False))
+    correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+    return (tf.reduce_sum(cross_entropy(labels, logits) * weights),
+            tf.reduce_sum(correct * weights))
+
   def evaluate(self, data, split):
     """{'loss', 'error'} of the model on a split ('test' or 'train') of `data`."""
     dataset, count = eval_dataset(data, split, self.strategy)
-    loss_sum, correct_sum = self._evaluate(self.strategy.experimental_distribute_dataset(dataset))
+    loss_sum, correct_sum = self._evaluate(dataset)
     return {'loss': float(loss_sum) / count, 'error': 1.0 - float(correct_sum) / count}

@@ -1,21 +1,67 @@
-"""The one place that builds a tf.distribute strategy from --strategy and --tpu."""
+"""The one place that builds a tf.distribute strategy from --strategy and --tpu.
+
+In a multi-worker job every worker runs the same program and the same
+collective steps, reads the run directories, and makes the same decisions
+from them; only the chief writes results (io_utils), summaries and
+checkpoints, so files are never written twice. `barrier` lets the others
+wait until the chief's writes are done before they read them.
+"""
+from absl import logging
 import tensorflow as tf
 
+from lmc_tf import io_utils
 from lmc_tf.errors import UserError
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker', 'tpu')
 
 
 def make_strategy(name='default', tpu=None):
+  strategy = _build(name, tpu)
+  logging.info('strategy %s: %d replicas', name, strategy.num_replicas_in_sync)
+  return strategy
+
+
+def _build(name, tpu):
   if name == 'default':
     return tf.distribute.get_strategy()
   if name == 'mirrored':
     return tf.distribute.MirroredStrategy()
   if name == 'multi_worker':
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    io_utils.set_chief(is_chief(strategy.cluster_resolver))
+    return strategy
   if name == 'tpu':
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or 'local')
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise UserError(f'unknown strategy {name!r}: choose one of {", ".join(STRATEGIES)}')
+
+
+def is_chief(resolver):
+  """Whether this task writes: the 'chief' task, or worker 0 of a cluster without one."""
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type is None or task_type == 'chief':
+    return True
+  return task_type == 'worker' and task_id == 0 and 'chief' not in resolver.cluster_spec().jobs
+
+
+_barriers = {}
+
+
+def barrier(strategy):
+  """Returns once every worker of a multi-worker job has called it (a tiny all-reduce)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+  if strategy not in _barriers:
+    _barriers[strategy] = tf.function(lambda: strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None))
+  _barriers[strategy]().numpy()
+
+
+def split_cpu(devices):
+  """Splits the host CPU into `devices` logical devices, so mirrored runs on a CPU (tests,
+  benchmarks). Must run before TensorFlow initializes its devices."""
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])

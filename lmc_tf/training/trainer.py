@@ -12,6 +12,7 @@ A run directory holds:
 """
 import dataclasses
 import os
+import tempfile
 import time
 from typing import Dict, Optional
 
@@ -29,6 +30,7 @@ from lmc_tf.errors import UserError
 from lmc_tf.pruning import masking
 from lmc_tf.training import loop
 from lmc_tf.training import optim
+from lmc_tf.training import strategy as strategy_lib
 
 HPARAMS = 'hparams.json'
 METRICS = 'metrics.json'
@@ -152,8 +154,12 @@ class Run:
                             training.weight_decay, training.aux_loss_weight)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           elapsed_seconds=self.elapsed)
+    self.checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)
+    # Every worker of a multi-worker job saves (saving may take part in collectives);
+    # all but the chief into a scratch directory that nobody reads.
+    self.scratch_dir = None if io_utils.is_chief() else tempfile.mkdtemp(prefix='lmc_tf_worker_')
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(model_dir, CHECKPOINTS), max_to_keep=None,
+        self.checkpoint, self.scratch_dir or self.checkpoint_dir, max_to_keep=None,
         checkpoint_name='ckpt')
 
   @property
@@ -175,7 +181,8 @@ class Run:
 
   def restore_or_initialize(self):
     """Restores the latest checkpoint, or sets up the start state and checkpoints it."""
-    latest = self.manager.latest_checkpoint
+    latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+    strategy_lib.barrier(self.strategy)  # every worker has decided before the chief saves
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info('Resuming %s at iteration %d', self.model_dir, self.iteration)
@@ -191,16 +198,21 @@ class Run:
       self.optimizer.iterations.assign(iteration)
     self.manager.save(checkpoint_number=iteration)
 
+  def train_iterator(self, start):
+    """The distributed training batches from iteration `start` to the end."""
+    training = self.hparams.training
+    return iter(loop.distribute(self.strategy, lambda replicas, num_replicas: (
+        self.data.train_batches(training.batch_size, training.data_order_seed, start,
+                                self.total, replicas, num_replicas))))
+
   def train(self):
     """Trains from the current iteration to the end, checkpointing and logging on the way."""
     training = self.hparams.training
-    writer = tf.summary.create_file_writer(self.model_dir)
+    writer = io_utils.summary_writer(self.model_dir)
     start = self.iteration
     with writer.as_default(step=start):
       tf.summary.text('config/operative_gin', gin.markdown(gin.operative_config_str()))
-    dataset = self.data.train_batches(training.batch_size, training.data_order_seed, start,
-                                      self.total)
-    iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+    iterator = self.train_iterator(start)
     began = time.time()
     elapsed_before = float(self.elapsed.numpy())
     iteration = start
@@ -245,6 +257,8 @@ class Run:
     if self.start is not None and self.start.masks is not None:
       io_utils.write_npz(os.path.join(self.model_dir, MASK), masking.get_masks(self.model))
     io_utils.write_json(os.path.join(self.model_dir, METRICS), metrics)
+    if self.scratch_dir:
+      tf.io.gfile.rmtree(self.scratch_dir)
     return metrics
 
 
@@ -254,6 +268,7 @@ def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=
   `start` begins the run from given weights, mask and iteration instead of the
   initialization; `lineage` records in hparams.json how that start was made.
   """
+  strategy = strategy or tf.distribute.get_strategy()
   with store.locked(model_dir):
     claim_run_dir(model_dir, hparams, lineage)
     metrics_path = os.path.join(model_dir, METRICS)
@@ -267,4 +282,6 @@ def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=
                         gin.operative_config_str())
     run.restore_or_initialize()
     run.train()
-    return run.finish()
+    metrics = run.finish()
+  strategy_lib.barrier(strategy)  # the chief's weights.npz and metrics.json are written
+  return metrics
