@@ -9,7 +9,6 @@ analyses to MODEL_DIR/hparams.
 """
 import collections
 import csv
-import glob
 import io
 import os
 
@@ -44,7 +43,7 @@ def load(root):
   An analysis row: init_seed, rewind, level, baseline, copy_seeds, density, metrics.
   A lottery row: init_seed, rewind, level, variant, density, test_error.
   """
-  plans = sorted(glob.glob(os.path.join(root, 'sweep_*.json')))
+  plans = sorted(tf.io.gfile.glob(os.path.join(root, 'sweep_*.json')))
   if not plans:
     raise UserError(f'no sweep_*.json in {root}: run lmc_tf.sweep with --model_dir={root} first')
   analyses, lotteries, seen = [], [], set()

@@ -55,6 +55,9 @@ def main(argv):
     interp = config_lib.InterpolationConfig()
     sweep_config = config_lib.SweepConfig()
   if FLAGS.processes > 1 and not FLAGS.dry_run:
+    if '://' in FLAGS.model_dir:
+      raise UserError('--processes keeps local logs and file locks: use a local --model_dir, '
+                      'or start one worker per host with --worker_index/--num_workers')
     os.makedirs(FLAGS.model_dir, exist_ok=True)
     status = _spawn_processes()
     if status:

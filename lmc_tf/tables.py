@@ -8,6 +8,8 @@ import sys
 
 import lmc_tf  # pylint: disable=unused-import
 
+import tensorflow as tf
+
 from lmc_tf import io_utils
 
 COLUMNS = ('analysis', 'k', 'density', 'test err (copies)', 'test instability',
@@ -20,7 +22,7 @@ def row(directory):
   settings = io_utils.read_json(os.path.join(directory, 'hparams.json'))['lineage']
   mask_path = os.path.join(directory, 'copy_0', 'mask.npz')
   density = 1.0
-  if settings['mask_sha256'] and os.path.exists(mask_path):
+  if settings['mask_sha256'] and tf.io.gfile.exists(mask_path):
     masks = io_utils.read_npz(mask_path)
     density = sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values())
   distances = metrics['distances']
@@ -53,7 +55,7 @@ def imp_table(directory):
 
 
 def main(directories):
-  if len(directories) == 1 and os.path.exists(os.path.join(directories[0], 'lottery.json')):
+  if len(directories) == 1 and tf.io.gfile.exists(os.path.join(directories[0], 'lottery.json')):
     imp_table(directories[0])
     return
   print('| ' + ' | '.join(COLUMNS) + ' |')
