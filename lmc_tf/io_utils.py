@@ -1,6 +1,6 @@
 """Atomic writes through tf.io.gfile, so results are never half-written (also on gs://).
 
-In a multi-worker job only the chief writes (training/strategy.py); on the other
+In a multi-worker job only the chief writes (lmc_tf/workers.py); on the other
 workers writes are skipped and summary writers write nothing.
 """
 import io
@@ -9,25 +9,16 @@ import json
 import numpy as np
 import tensorflow as tf
 
-_chief = True
-
-
-def set_chief(chief):
-  global _chief
-  _chief = chief
-
-
-def is_chief():
-  return _chief
-
+from lmc_tf import workers
 
 def summary_writer(logdir):
   """A TensorBoard writer for `logdir`; one that writes nothing off the chief."""
-  return tf.summary.create_file_writer(logdir) if _chief else tf.summary.create_noop_writer()
+  return (tf.summary.create_file_writer(logdir) if workers.is_chief() else
+          tf.summary.create_noop_writer())
 
 
 def _write_atomically(path, data, mode):
-  if not _chief:
+  if not workers.is_chief():
     return
   tmp = f'{path}.tmp'
   with tf.io.gfile.GFile(tmp, mode) as f:

@@ -14,7 +14,7 @@ import os
 
 import tensorflow as tf
 
-from lmc_tf import io_utils
+from lmc_tf import workers
 
 
 def describe(value):
@@ -54,16 +54,18 @@ def run_dir(root, kind, description):
 
 
 @contextlib.contextmanager
-def locked(directory):
+def locked(directory, strategy=None):
   """Holds an exclusive lock on `directory` while the body runs.
 
   A second process that reaches the same run waits here, then finds it
   finished. The lock is a POSIX file lock, released by the kernel when its
   holder dies (SIGKILL included). Object stores (gs://) have no such lock:
   there, runs are only protected by their atomic writes. In a multi-worker job
-  only the chief locks: the other workers write nothing and must not wait on it.
+  only the chief locks, and every worker enters the body together (a barrier),
+  so they all see the run as the chief does while it holds the lock.
   """
-  if '://' in directory or not io_utils.is_chief():
+  if '://' in directory or not workers.is_chief():
+    workers.barrier(strategy)
     yield
     return
   import fcntl  # pylint: disable=g-import-not-at-top
@@ -71,6 +73,7 @@ def locked(directory):
   with open(os.path.join(directory, '.lock'), 'w') as handle:
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:
+      workers.barrier(strategy)
       yield
     finally:
       fcntl.flock(handle, fcntl.LOCK_UN)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from lmc_tf import io_utils
 from lmc_tf import steps as steps_lib
 from lmc_tf import store
+from lmc_tf import workers
 from lmc_tf.analysis import instability
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import lottery
@@ -156,7 +157,7 @@ class Sweep:
       return jobs
     self.write_manifest(jobs)
     for number, job in enumerate(mine):
-      if self.is_done(job):
+      if workers.chief_decides(self.strategy, self.is_done(job)):
         continue
       logging.info('Job %d/%d: %s', number + 1, len(mine), job.label())
       self.run_job(job)

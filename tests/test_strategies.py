@@ -145,6 +145,15 @@ def test_evaluation_slices_cover_the_padded_split_once(fashion_mnist_splits):
         np.concatenate([parts[r][step][2].numpy() for r in (0, 1)]), weights[rows])
 
 
+def test_evaluation_batches_split_over_any_replica_count():
+  for replicas in (1, 2, 3, 8, 16, 32, 64, 1024):
+    for count in (1, 999, 2500, 10000):
+      size = loop.eval_batch_size(count, replicas)
+      assert size % replicas == 0 and size <= max(loop.EVAL_BATCH_SIZE, replicas)
+      assert size < count + replicas
+  assert loop.eval_batch_size(10000, 16) == 992
+
+
 @pytest.mark.parametrize('model_name,shape', [('lenet_300_100', (28, 28, 1)),
                                               ('cifar_resnet_8', (32, 32, 3))])
 def test_step_functions_compile_with_xla(model_name, shape):

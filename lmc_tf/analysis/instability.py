@@ -27,13 +27,13 @@ import tensorflow as tf
 from lmc_tf import io_utils
 from lmc_tf import steps as steps_lib
 from lmc_tf import store
+from lmc_tf import workers
 from lmc_tf.analysis import distances
 from lmc_tf.analysis import interpolation
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import lottery
 from lmc_tf.pruning import masking
 from lmc_tf.training import loop
-from lmc_tf.training import strategy as strategy_lib
 from lmc_tf.training import trainer
 
 METRICS = 'metrics.json'
@@ -94,6 +94,9 @@ class Analysis:
       raise UserError(f'--baseline={baseline} needs the --mask it is a baseline of')
     if interp.num_alphas < 2 or interp.alpha_min >= interp.alpha_max:
       raise UserError('interpolation needs num_alphas >= 2 and alpha_min < alpha_max')
+    if interp.batch_norm == 'recompute' and interp.batch_norm_batches < 1:
+      raise UserError('InterpolationConfig.batch_norm_batches must be at least 1 to recompute '
+                      'BatchNorm statistics')
     if interp.batch_norm not in ('interpolate', 'recompute'):
       raise UserError(f'unknown InterpolationConfig.batch_norm {interp.batch_norm!r}: choose '
                       'interpolate or recompute')
@@ -149,9 +152,9 @@ class Analysis:
     return directories
 
   def run(self):
-    with store.locked(self.model_dir):
+    with store.locked(self.model_dir, self.strategy):
       metrics = self._run()
-    strategy_lib.barrier(self.strategy)  # the chief's metrics.json is written
+    workers.barrier(self.strategy)  # the chief's metrics.json is written
     return metrics
 
   def _run(self):

@@ -128,26 +128,33 @@ class Interpolator:
     """Replaces BatchNorm running statistics by their averages over `batches` (train mode).
 
     Under a strategy, `batches` are distributed and each replica computes its own
-    slices' statistics; reading them averages over replicas.
+    slices' statistics; reading them averages over replicas (so the spread between
+    the slices' means is left out, as BatchNorm's own training statistics do).
     """
     layers = [l for l in self.model.submodules if isinstance(l, tf.keras.layers.BatchNormalization)]
     if not layers:
       return
     momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-      layer.momentum = 0.0  # a train-mode call leaves the batch's own statistics
     sums = [[0.0, 0.0] for _ in layers]
     count = 0
-    for images, _ in batches:
-      self._train_mode_call(images)
-      for total, layer in zip(sums, layers):
-        total[0] += layer.moving_mean.numpy()
-        total[1] += layer.moving_variance.numpy()
-      count += 1
-    for (mean, variance), layer, momentum in zip(sums, layers, momenta):
+    try:
+      for layer in layers:
+        layer.momentum = 0.0  # from zeros, a train-mode call leaves the batch's statistics
+      for images, _ in batches:
+        for layer in layers:
+          layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+          layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
+        self._train_mode_call(images)
+        for total, layer in zip(sums, layers):
+          total[0] += layer.moving_mean.numpy()
+          total[1] += layer.moving_variance.numpy()
+        count += 1
+    finally:
+      for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    for (mean, variance), layer in zip(sums, layers):
       layer.moving_mean.assign(mean / count)
       layer.moving_variance.assign(variance / count)
-      layer.momentum = momentum
 
   def _replica_train_mode_call(self, images):
     self.strategy.run(lambda x: self.model(x, training=True), args=(images,))

@@ -201,7 +201,8 @@ class InMemoryData(Data):
       images = np.pad(images[:count], pad + [(0, 0)] * 3)[mine]
       labels = np.pad(labels[:count], pad)[mine]
       weights = np.pad(np.ones(count, np.float32), pad)[mine]
-      dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights)).batch(size)
+      dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights))
+                 .batch(size, drop_remainder=True)  # all whole: a static batch shape
                  .map(lambda x, y, w: (self._preprocess(x), y, w), num_parallel_calls=AUTOTUNE)
                  .prefetch(AUTOTUNE))
       self._eval_cache[key] = (dataset, count)
@@ -271,7 +272,7 @@ class ImageNetData(Data):
     stream = examples.concatenate(pads.repeat(padded - count))
     return (tf.data.Dataset.zip((tf.data.Dataset.range(padded), stream))
             .filter(_keeps_position(positions, batch_size))
-            .map(decode, num_parallel_calls=AUTOTUNE).batch(replica_batch)
+            .map(decode, num_parallel_calls=AUTOTUNE).batch(replica_batch, drop_remainder=True)
             .prefetch(AUTOTUNE)), count
 
 

@@ -25,12 +25,18 @@ def distribute(strategy, make_dataset):
   return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def eval_batch_size(count, replicas):
+  """At most EVAL_BATCH_SIZE (or one per replica), a multiple of `replicas`, and no larger
+  than `count` rounded up to one, so small evaluation sets are not mostly padding."""
+  largest = max(replicas, EVAL_BATCH_SIZE // replicas * replicas)
+  return min(largest, math.ceil(count / replicas) * replicas)
+
+
 def eval_dataset(data, split, strategy):
   """(distributed padded batches of `split`, example count). Small evaluation sets get one
   batch of their own size, not a mostly padded one; the batch splits evenly over replicas."""
-  replicas = strategy.num_replicas_in_sync
-  batch_size = min(EVAL_BATCH_SIZE, math.ceil(data.eval_count(split) / replicas) * replicas)
   count = data.eval_count(split)
+  batch_size = eval_batch_size(count, strategy.num_replicas_in_sync)
   return distribute(strategy, lambda r, n: data.eval_batches(split, batch_size, r, n)[0]), count
 
 

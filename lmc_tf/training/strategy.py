@@ -1,15 +1,11 @@
 """The one place that builds a tf.distribute strategy from --strategy and --tpu.
 
-In a multi-worker job every worker runs the same program and the same
-collective steps, reads the run directories, and makes the same decisions
-from them; only the chief writes results (io_utils), summaries and
-checkpoints, so files are never written twice. `barrier` lets the others
-wait until the chief's writes are done before they read them.
+A multi-worker strategy also tells lmc_tf.workers whether this task is the chief.
 """
 from absl import logging
 import tensorflow as tf
 
-from lmc_tf import io_utils
+from lmc_tf import workers
 from lmc_tf.errors import UserError
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker', 'tpu')
@@ -28,7 +24,7 @@ def _build(name, tpu):
     return tf.distribute.MirroredStrategy()
   if name == 'multi_worker':
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    io_utils.set_chief(is_chief(strategy.cluster_resolver))
+    workers.set_chief(is_chief(strategy.cluster_resolver))
     return strategy
   if name == 'tpu':
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or 'local')
@@ -44,19 +40,6 @@ def is_chief(resolver):
   if task_type is None or task_type == 'chief':
     return True
   return task_type == 'worker' and task_id == 0 and 'chief' not in resolver.cluster_spec().jobs
-
-
-_barriers = {}
-
-
-def barrier(strategy):
-  """Returns once every worker of a multi-worker job has called it (a tiny all-reduce)."""
-  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-    return
-  if strategy not in _barriers:
-    _barriers[strategy] = tf.function(lambda: strategy.reduce(
-        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None))
-  _barriers[strategy]().numpy()
 
 
 def split_cpu(devices):

@@ -26,11 +26,11 @@ from lmc_tf import io_utils
 from lmc_tf import models
 from lmc_tf import steps as steps_lib
 from lmc_tf import store
+from lmc_tf import workers
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import masking
 from lmc_tf.training import loop
 from lmc_tf.training import optim
-from lmc_tf.training import strategy as strategy_lib
 
 HPARAMS = 'hparams.json'
 METRICS = 'metrics.json'
@@ -157,7 +157,7 @@ class Run:
     self.checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)
     # Every worker of a multi-worker job saves (saving may take part in collectives);
     # all but the chief into a scratch directory that nobody reads.
-    self.scratch_dir = None if io_utils.is_chief() else tempfile.mkdtemp(prefix='lmc_tf_worker_')
+    self.scratch_dir = None if workers.is_chief() else tempfile.mkdtemp(prefix='lmc_tf_worker_')
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.scratch_dir or self.checkpoint_dir, max_to_keep=None,
         checkpoint_name='ckpt')
@@ -182,7 +182,7 @@ class Run:
   def restore_or_initialize(self):
     """Restores the latest checkpoint, or sets up the start state and checkpoints it."""
     latest = tf.train.latest_checkpoint(self.checkpoint_dir)
-    strategy_lib.barrier(self.strategy)  # every worker has decided before the chief saves
+    workers.barrier(self.strategy)  # every worker has decided before the chief saves
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info('Resuming %s at iteration %d', self.model_dir, self.iteration)
@@ -269,7 +269,7 @@ def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=
   initialization; `lineage` records in hparams.json how that start was made.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  with store.locked(model_dir):
+  with store.locked(model_dir, strategy):
     claim_run_dir(model_dir, hparams, lineage)
     metrics_path = os.path.join(model_dir, METRICS)
     if tf.io.gfile.exists(metrics_path):
@@ -283,5 +283,5 @@ def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=
     run.restore_or_initialize()
     run.train()
     metrics = run.finish()
-  strategy_lib.barrier(strategy)  # the chief's weights.npz and metrics.json are written
+  workers.barrier(strategy)  # the chief's weights.npz and metrics.json are written
   return metrics
