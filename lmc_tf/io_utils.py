@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from lmc_tf import workers
 
+
 def summary_writer(logdir):
   """A TensorBoard writer for `logdir`; one that writes nothing off the chief."""
   return (tf.summary.create_file_writer(logdir) if workers.is_chief() else

@@ -59,9 +59,10 @@ class Interpolator:
     loss_sums = tf.zeros([count])
     correct_sums = tf.zeros([count])
     paths = list(self.variables)
+    if self.split is not None:
+      first_kernel = paths.index(self.split[0].kernel_path)
     for images, labels, weights in dataset:
       if self.split is not None:
-        first_kernel = paths.index(self.split[0].kernel_path)
         inputs = self.strategy.run(self._first_layer_terms,
                                    args=(images, start[first_kernel], delta[first_kernel]))
       else:
