@@ -134,14 +134,14 @@ def test_stock_keras_fit_keeps_pruned_weights_at_zero():
 MIRRORED = r'''
 import lmc_tf, sys
 import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices('CPU')[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from lmc_tf.training import strategy as strategy_lib
+strategy_lib.split_cpu(2)
 from lmc_tf import cli, data as data_lib
 from lmc_tf.pruning import masking, rules
 from lmc_tf.training import trainer
 hparams, options = cli.parse_gin(['lenet_fashion_mnist.gin'], sys.argv[2:])
 data = data_lib.load(hparams.dataset)
-strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+strategy = strategy_lib.make_strategy('mirrored')
 assert strategy.num_replicas_in_sync == 2
 with strategy.scope():
   model = trainer.build_model(hparams, data)

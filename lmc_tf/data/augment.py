@@ -14,6 +14,12 @@ def normalize(images, mean, std):
   return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
+def random_flip(images, seed, positions, batch_size):
+  """Flips each image of `positions` of a batch left-right with probability 1/2."""
+  flip = tf.gather(tf.random.stateless_uniform([batch_size], seed), positions) < 0.5
+  return tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(images, axis=[2]), images)
+
+
 def pad_crop_flip(images, seed, positions=None, batch_size=None, pad=4):
   """CIFAR augmentation of a batch: each image gets its own crop offset and flip.
 
@@ -34,9 +40,7 @@ def pad_crop_flip(images, seed, positions=None, batch_size=None, pad=4):
   cols = offsets[:, 1:] + tf.range(width)[None]
   cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
   cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
-  flip = tf.gather(tf.random.stateless_uniform([batch_size], flip_seed), positions) < 0.5
-  flip = tf.reshape(flip, [-1, 1, 1, 1])
-  return tf.where(flip, tf.reverse(cropped, axis=[2]), cropped)
+  return random_flip(cropped, flip_seed, positions, batch_size)
 
 
 def imagenet_train(jpeg_bytes, seed, size):
@@ -52,12 +56,6 @@ def imagenet_train(jpeg_bytes, seed, size):
   image = tf.image.resize(image, [size, size], method='bilinear') / 255.0
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
-
-
-def random_flip(images, seed, positions, batch_size):
-  """Flips each image of `positions` of a batch left-right with probability 1/2."""
-  flip = tf.gather(tf.random.stateless_uniform([batch_size], seed), positions) < 0.5
-  return tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(images, axis=[2]), images)
 
 
 def imagenet_eval(jpeg_bytes, size):

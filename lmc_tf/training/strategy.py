@@ -24,7 +24,7 @@ def _build(name, tpu):
     return tf.distribute.MirroredStrategy()
   if name == 'multi_worker':
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    workers.set_chief(is_chief(strategy.cluster_resolver))
+    workers.set_chief(_is_chief_task(strategy.cluster_resolver))
     return strategy
   if name == 'tpu':
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or 'local')
@@ -34,7 +34,7 @@ def _build(name, tpu):
   raise UserError(f'unknown strategy {name!r}: choose one of {", ".join(STRATEGIES)}')
 
 
-def is_chief(resolver):
+def _is_chief_task(resolver):
   """Whether this task writes: the 'chief' task, or worker 0 of a cluster without one."""
   task_type, task_id = resolver.task_type, resolver.task_id
   if task_type is None or task_type == 'chief':
