@@ -36,8 +36,8 @@ def main(_):
   data = data_lib.load(hparams.dataset, FLAGS.data_dir, FLAGS.tfds_data_dir)
   with tempfile.TemporaryDirectory() as model_dir:
     began = time.time()
-    metrics = instability.Analysis(hparams, options, interp, model_dir, data,
-                                   rewind=FLAGS.rewind).run()
+    spec = instability.make_spec(hparams, options, interp, data, FLAGS.rewind)
+    metrics = instability.Analysis(spec, options, model_dir, data).run()
     total = time.time() - began
   wall = metrics['wall_time_s']
   final = wall['evaluate'] - wall['throughout_training']

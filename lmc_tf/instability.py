@@ -8,6 +8,8 @@ Trains the copies from k under different data orders, interpolates between
 them (InterpolationConfig in gin), and writes metrics.json and TensorBoard
 summaries to --model_dir. See lmc_tf/analysis/instability.py for the layout.
 """
+import os
+
 import lmc_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS first)
 
 from absl import app
@@ -17,6 +19,7 @@ import gin
 from lmc_tf import cli
 from lmc_tf import config as config_lib
 from lmc_tf import io_utils
+from lmc_tf import store
 from lmc_tf.analysis import instability
 from lmc_tf.errors import UserError
 from lmc_tf.pruning import lottery
@@ -48,7 +51,7 @@ def main(argv):
   if FLAGS.mask:
     masks = io_utils.read_npz(FLAGS.mask)  # a missing or corrupt file is a UserError
     if level is None:
-      level = lottery.level_of_mask(FLAGS.mask)
+      level = lottery.level_of_mask(store.RunDir(os.path.dirname(FLAGS.mask)))
   try:
     seeds = None if FLAGS.data_order_seeds is None else [int(s) for s in FLAGS.data_order_seeds]
   except ValueError as e:
@@ -56,9 +59,10 @@ def main(argv):
   if FLAGS.parent:
     instability.check_parent(FLAGS.parent)
   data, strategy = cli.data_and_strategy(hparams)
-  metrics = instability.Analysis(
-      hparams, options, interp, FLAGS.model_dir, data, strategy, FLAGS.rewind, FLAGS.copies,
-      seeds, masks, FLAGS.baseline, pruning.baseline_seed, FLAGS.parent, level).run()
+  spec = instability.make_spec(hparams, options, interp, data, FLAGS.rewind, FLAGS.copies, seeds,
+                               FLAGS.baseline, pruning, level, has_mask=masks is not None)
+  metrics = instability.Analysis(spec, options, FLAGS.model_dir, data, strategy, masks,
+                                 FLAGS.parent).run()
   test, train = metrics['instability']['test'], metrics['instability']['train']
   print(f'Instability at k={FLAGS.rewind}: test error {test["error"]:.4f} (loss '
         f'{test["loss"]:.4f}), train error {train["error"]:.4f} (loss {train["loss"]:.4f}); '

@@ -7,6 +7,7 @@ A result file that cannot be read (cut short by a full disk, overwritten by
 something else) or written (a read-only directory, a full disk) ends the
 binary with one line naming the file and what to do, not a traceback.
 """
+import hashlib
 import io
 import json
 import os
@@ -85,8 +86,9 @@ def _remove_quietly(path):
 _CHUNK = 1 << 20
 
 
-def _read(path, decode):
-  """decode(bytes of `path`); a missing or unreadable file is a UserError naming it."""
+def _read(path, decode, sha256=None, fix=None):
+  """decode(bytes of `path`); a missing or unreadable file, or one whose digest is not
+  `sha256` (when given), is a UserError naming it and `fix`."""
   path = os.fspath(path)
   try:
     with tf.io.gfile.GFile(path, 'rb') as f:
@@ -94,6 +96,9 @@ def _read(path, decode):
   except tf.errors.NotFoundError as e:
     raise UserError(f'{path} does not exist: check the path, or run the command that writes '
                     'it first') from e
+  if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+    raise UserError(f'{path} is corrupt (its sha256 is not the one recorded when it was '
+                    f'written): {fix}')
   try:
     return decode(data)
   except (ValueError, EOFError, KeyError, OSError, zipfile.BadZipFile, zlib.error) as e:
@@ -117,9 +122,12 @@ def write_text(path, text):
 
 
 def write_npz(path, arrays):
+  """Writes `arrays` (name -> array); returns the file's size and sha256, to check it by."""
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
-  _write_atomically(path, buffer.getvalue(), 'wb')
+  data = buffer.getvalue()
+  _write_atomically(path, data, 'wb')
+  return {'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
 
 
 def _decode_npz(data):
@@ -127,5 +135,5 @@ def _decode_npz(data):
     return {key: archive[key] for key in archive.files}  # reads (and checks) every array
 
 
-def read_npz(path):
-  return _read(path, _decode_npz)
+def read_npz(path, sha256=None, fix=None):
+  return _read(path, _decode_npz, sha256, fix)

@@ -21,10 +21,9 @@ import tensorflow as tf
 from lmc_tf import cli
 from lmc_tf import io_utils
 from lmc_tf import plots
+from lmc_tf import store
 from lmc_tf import tables
 from lmc_tf.errors import UserError
-from lmc_tf.pruning import lottery
-from lmc_tf.training import trainer
 
 flags.DEFINE_string('output_dir', None, 'Where the figures and tables go (default: '
                     'MODEL_DIR/report).')
@@ -34,50 +33,43 @@ BASELINE_COLORS = {'imp': 'tab:blue', 'random_pruning': 'tab:orange',
                    'random_reinit': 'tab:green'}
 
 
-def _exists(path):
-  return tf.io.gfile.exists(path)
-
-
 def load(root):
   """(analyses, lottery rows) of the finished runs of every sweep under `root`.
 
-  An analysis row: init_seed, rewind, level, baseline, copy_seeds, density, metrics.
-  A lottery row: init_seed, rewind, level, variant, density, test_error.
+  An analysis row: init_seed, rewind_iteration, level, baseline, copy_seeds, density, metrics.
+  A lottery row: init_seed, rewind_iteration, level, baseline, density, test_error.
   """
-  plans = sorted(tf.io.gfile.glob(os.path.join(root, 'sweep_*.json')))
+  plans = store.sweep_plans(root)
   if not plans:
     raise UserError(f'no sweep_*.json in {root}: run lmc_tf.sweep with --model_dir={root} first')
   analyses, lotteries, seen = [], [], set()
   for plan in plans:
     for job in io_utils.read_json(plan)['jobs']:
-      directory = os.path.join(root, job['directory'])
-      if directory in seen:
+      if 'rewind' in job:  # a plan written before Job.rewind was named rewind_iteration
+        job['rewind_iteration'] = job.pop('rewind')
+      directory = store.RunDir(os.path.join(root, job['directory']))
+      if directory.path in seen:
         continue
-      seen.add(directory)
+      seen.add(directory.path)
       if job['kind'] == 'analysis':
-        metrics_path = os.path.join(directory, 'metrics.json')
-        if not _exists(metrics_path):
+        if not directory.finished():
           continue
-        density = 1.0
-        mask_path = os.path.join(directory, 'copy_0', trainer.MASK)
-        if job['level'] > 0 and _exists(mask_path):
-          masks = io_utils.read_npz(mask_path)
-          density = sum(float(m.sum()) for m in masks.values()) / sum(m.size for m in masks.values())
-        analyses.append(dict(job, density=density, metrics=io_utils.read_json(metrics_path)))
+        analyses.append(dict(job, density=tables.analysis_density(directory),
+                             metrics=directory.metrics()))
       else:
-        summary_path = os.path.join(directory, lottery.SUMMARY)
-        if not _exists(summary_path):
+        if not directory.exists(store.LOTTERY):
           continue
-        for variant, levels in io_utils.read_json(summary_path).items():
+        for baseline, levels in directory.read_json(store.LOTTERY).items():
           for level, row in levels.items():
-            lotteries.append({'init_seed': job['init_seed'], 'rewind': job['rewind'],
-                              'level': int(level), 'variant': variant,
-                              'density': row['density'], 'test_error': row['test_error']})
+            lotteries.append({'init_seed': job['init_seed'],
+                              'rewind_iteration': job['rewind_iteration'], 'level': int(level),
+                              'baseline': baseline, 'density': row['density'],
+                              'test_error': row['test_error']})
   return analyses, _unique(lotteries)
 
 
 def _unique(rows):
-  keyed = {(r['init_seed'], r['rewind'], r['level'], r['variant']): r for r in rows}
+  keyed = {(r['init_seed'], r['rewind_iteration'], r['level'], r['baseline']): r for r in rows}
   return list(keyed.values())
 
 
@@ -87,10 +79,10 @@ def mean_std(values):
 
 
 def _groups(analyses):
-  """(level, baseline) -> rewind -> list of analysis rows."""
+  """(level, baseline) -> rewinding iteration -> list of analysis rows."""
   groups = collections.defaultdict(lambda: collections.defaultdict(list))
   for row in analyses:
-    groups[(row['level'], row['baseline'])][row['rewind']].append(row)
+    groups[(row['level'], row['baseline'])][row['rewind_iteration']].append(row)
   return groups
 
 
@@ -135,14 +127,14 @@ def figure_extreme_sparsity(lotteries, output_dir):
   plt = plots.pyplot()
   # One value per init seed: level 0 is shared by every rewinding point.
   dense = list({r['init_seed']: 1 - r['test_error'] for r in lotteries
-                if r['level'] == 0 and r['variant'] == 'imp'}.values())
+                if r['level'] == 0 and r['baseline'] == 'imp'}.values())
   if not dense:
     return None, None
   full_mean, full_std = mean_std(dense)
   by = collections.defaultdict(list)
   for r in lotteries:
     if r['level'] > 0:
-      by[(r['variant'], r['rewind'], r['level'])].append(r)
+      by[(r['baseline'], r['rewind_iteration'], r['level'])].append(r)
   levels = sorted({key[2] for key in by})
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   ax.axhline(100 * full_mean, color='black', label='unpruned (mean +- std)')
@@ -150,7 +142,7 @@ def figure_extreme_sparsity(lotteries, output_dir):
   best, extreme = [], None
   for level in levels:
     candidates = [(mean_std([1 - r['test_error'] for r in rows]), rows[0]['density'])
-                  for (variant, _, lv), rows in by.items() if variant == 'imp' and lv == level]
+                  for (baseline, _, lv), rows in by.items() if baseline == 'imp' and lv == level]
     if candidates:
       (acc, std), density = max(candidates, key=lambda c: c[0][0])
       best.append((density, acc, std))
@@ -160,16 +152,16 @@ def figure_extreme_sparsity(lotteries, output_dir):
     ax.errorbar([100 * d for d, _, _ in best], [100 * a for _, a, _ in best],
                 yerr=[100 * s for _, _, s in best], color='tab:red', marker='o', capsize=3,
                 label='IMP, best k')
-  for variant, rewind, color in (('imp', 0, 'tab:blue'), ('random_pruning', 0, 'tab:orange'),
-                                 ('random_reinit', 0, 'tab:green')):
+  for baseline, color in (('imp', 'tab:blue'), ('random_pruning', 'tab:orange'),
+                          ('random_reinit', 'tab:green')):
     points = []
     for level in levels:
-      rows = by.get((variant, rewind, level))
+      rows = by.get((baseline, 0, level))
       if rows:
         acc, std = mean_std([1 - r['test_error'] for r in rows])
         points.append((rows[0]['density'], acc, std))
     if points:
-      label = 'IMP, k=0' if variant == 'imp' else f'{variant.replace("_", " ")}, k=0'
+      label = 'IMP, k=0' if baseline == 'imp' else f'{baseline.replace("_", " ")}, k=0'
       ax.errorbar([100 * d for d, _, _ in points], [100 * a for _, a, _ in points],
                   yerr=[100 * s for _, _, s in points], color=color, marker='.', capsize=2,
                   linestyle='--', label=label)
@@ -301,7 +293,8 @@ def write_hparams_dashboard(analyses, root):
   for row in analyses:
     directory = os.path.join(root, 'hparams', os.path.basename(row['directory']))
     with tf.summary.create_file_writer(directory).as_default():
-      hp.hparams({'init_seed': row['init_seed'], 'rewind': row['rewind'], 'level': row['level'],
+      hp.hparams({'init_seed': row['init_seed'], 'rewind_iteration': row['rewind_iteration'],
+                  'level': row['level'],
                   'baseline': row['baseline'], 'density': row['density'],
                   'copy_seeds': ','.join(map(str, row['copy_seeds']))},
                  trial_id=os.path.basename(row['directory']))

@@ -29,7 +29,7 @@ from lmc_tf.training import trainer
 class Job:
   kind: str  # 'lottery' or 'analysis'
   init_seed: int
-  rewind: int  # iterations
+  rewind_iteration: int  # k
   level: int
   baseline: str  # 'imp' (the IMP subnetwork or, at level 0, the unpruned network) or a baseline
   copy_seeds: tuple
@@ -39,8 +39,9 @@ class Job:
 
   def label(self):
     seeds = ','.join(map(str, self.copy_seeds))
-    return (f'{self.kind:8s} init={self.init_seed} k={self.rewind}it level={self.level} '
-            f'{self.baseline}' + (f' copies={seeds}' if self.kind == 'analysis' else ''))
+    return (f'{self.kind:8s} init={self.init_seed} k={self.rewind_iteration}it '
+            f'level={self.level} {self.baseline}' +
+            (f' copies={seeds}' if self.kind == 'analysis' else ''))
 
 
 class Sweep:
@@ -53,8 +54,8 @@ class Sweep:
     clock = trainer.check_config(hparams, options, data)
     lottery.check_pruning(pruning)
     instability.check_interpolation(interp)
-    self.rewinds = sorted({clock.rewinding_point(k) for k in sweep.rewind_points})
-    if not self.rewinds:
+    self.rewind_iterations = sorted({clock.rewinding_point(k) for k in sweep.rewind_points})
+    if not self.rewind_iterations:
       raise UserError('SweepConfig.rewind_points is empty: give at least one, e.g. ("0it",)')
     for baseline in sweep.baselines:
       if baseline not in lottery.BASELINES:
@@ -67,15 +68,21 @@ class Sweep:
     if pruning.style == 'one_shot' and (max(sweep.levels) > 1 or not pruning.target_density):
       raise UserError('one-shot pruning has one level, to PruningConfig.target_density: set it '
                       'and give SweepConfig.levels within (0, 1)')
-    lottery.Lottery(hparams, options, self._pruning(self.rewinds[0]), root, data).check_plan(
-        max(sweep.levels), pruning.target_density)
+    lottery.Lottery(hparams, options, self._pruning(self.rewind_iterations[0]), root,
+                    data).check_plan(max(sweep.levels), pruning.target_density)
+    self.jobs()  # every analysis' Spec is checked too
 
   def _hparams(self, init_seed):
     return dataclasses.replace(self.hparams, training=dataclasses.replace(
         self.hparams.training, init_seed=init_seed))
 
-  def _pruning(self, rewind):
-    return dataclasses.replace(self.pruning, rewind=f'{rewind}it')
+  def _pruning(self, rewind_iteration):
+    return dataclasses.replace(self.pruning, rewind=f'{rewind_iteration}it')
+
+  def _spec(self, hparams, rewind_iteration, level, baseline, seeds):
+    return instability.make_spec(hparams, self.options, self.interp, self.data,
+                                 f'{rewind_iteration}it', 2, list(seeds), baseline,
+                                 self._pruning(rewind_iteration), level, has_mask=level > 0)
 
   def jobs(self):
     """Every job, in a fixed order: lotteries first, then analyses."""
@@ -84,31 +91,28 @@ class Sweep:
     for init_seed in self.sweep.init_seeds:
       hparams = self._hparams(init_seed)
       dense_dir = store.run_dir(self.root, 'train', {'hparams': hparams})
-      for rewind in self.rewinds:
-        lottery_dir = store.run_dir(self.root, 'imp', {'hparams': hparams,
-                                                       'pruning': self._pruning(rewind)})
+      for rewind_iteration in self.rewind_iterations:
+        lottery_dir = store.run_dir(self.root, 'imp', {
+            'hparams': hparams, 'pruning': self._pruning(rewind_iteration)})
         if pruned_levels:
-          lotteries.append(Job('lottery', init_seed, rewind, max(pruned_levels), 'imp', (),
-                               lottery_dir, dense_dir, lottery_dir))
+          lotteries.append(Job('lottery', init_seed, rewind_iteration, max(pruned_levels), 'imp',
+                               (), lottery_dir, dense_dir, lottery_dir))
         if not self.sweep.analyze:
           continue
         for level in self.sweep.levels:
-          variants = ('imp',) + (tuple(self.sweep.baselines) if level > 0 else ())
-          for baseline in variants:
+          baselines = ('imp',) + (tuple(self.sweep.baselines) if level > 0 else ())
+          for baseline in baselines:
             for seeds in self.sweep.copy_seeds:
-              description = {'hparams': hparams, 'rewind': rewind, 'copy_seeds': list(seeds),
-                             'level': level, 'baseline': baseline, 'interpolation': self.interp}
-              if level > 0:
-                description['pruning'] = self._pruning(rewind)
-              analyses.append(Job('analysis', init_seed, rewind, level, baseline, tuple(seeds),
-                                  store.run_dir(self.root, 'lmc', description), dense_dir,
+              spec = self._spec(hparams, rewind_iteration, level, baseline, seeds)
+              analyses.append(Job('analysis', init_seed, rewind_iteration, level, baseline,
+                                  tuple(seeds), spec.run_dir(self.root).path, dense_dir,
                                   lottery_dir))
     return lotteries + analyses
 
   def manifest_path(self):
-    return store.run_dir(self.root, 'sweep', {
+    return store.sweep_plan(self.root, {
         'hparams': self.hparams, 'pruning': self.pruning, 'interpolation': self.interp,
-        'sweep': self.sweep}) + '.json'
+        'sweep': self.sweep})
 
   def write_manifest(self, jobs):
     tf.io.gfile.makedirs(self.root)
@@ -122,34 +126,33 @@ class Sweep:
 
   def is_done(self, job):
     if job.kind == 'analysis':
-      return tf.io.gfile.exists(os.path.join(job.directory, instability.METRICS))
-    directories = [job.dense_dir] + [
-        lottery.level_dir(job.lottery_dir, level, variant)
+      return store.RunDir(job.directory).finished()
+    lottery_dir = store.RunDir(job.lottery_dir)
+    directories = [store.RunDir(job.dense_dir)] + [
+        lottery_dir.level(level, baseline)
         for level in range(1, job.level + 1)
-        for variant in ('imp',) + (tuple(self.sweep.baselines)
-                                   if level in self.sweep.levels else ())]
-    return all(tf.io.gfile.exists(os.path.join(d, trainer.METRICS)) for d in directories)
+        for baseline in ('imp',) + (tuple(self.sweep.baselines)
+                                    if level in self.sweep.levels else ())]
+    return all(d.finished() for d in directories)
 
   def run_job(self, job):
     hparams = self._hparams(job.init_seed)
     options = dataclasses.replace(self.options, checkpoint_at=tuple(
-        self.options.checkpoint_at) + tuple(f'{k}it' for k in self.rewinds))
+        self.options.checkpoint_at) + tuple(f'{k}it' for k in self.rewind_iterations))
     masks = None
     if job.kind == 'lottery' or job.level > 0:
       one_shot = self.pruning.style == 'one_shot'
-      lottery.run(hparams, options, self._pruning(job.rewind), job.lottery_dir, self.data,
-                  self.strategy, levels=None if one_shot else job.level,
+      lottery.run(hparams, options, self._pruning(job.rewind_iteration), job.lottery_dir,
+                  self.data, self.strategy, levels=None if one_shot else job.level,
                   target_density=self.pruning.target_density if one_shot else None,
                   baselines=self.sweep.baselines,
                   baseline_levels=set(self.sweep.levels), dense_dir=job.dense_dir)
       if job.kind == 'lottery':
         return
-      masks = io_utils.read_npz(os.path.join(
-          lottery.level_dir(job.lottery_dir, job.level), trainer.MASK))
-    instability.Analysis(hparams, options, self.interp, job.directory, self.data,
-                         self.strategy, f'{job.rewind}it', 2, list(job.copy_seeds), masks,
-                         job.baseline, self.pruning.baseline_seed, job.dense_dir,
-                         level=job.level).run()
+      masks = store.RunDir(job.lottery_dir).level(job.level).read_arrays(store.MASK)
+    spec = self._spec(hparams, job.rewind_iteration, job.level, job.baseline, job.copy_seeds)
+    instability.Analysis(spec, options, job.directory, self.data, self.strategy, masks,
+                         job.dense_dir).run()
 
   def run(self, worker_index=0, num_workers=1, dry_run=False):
     """Runs this worker's share of the jobs (all of them with one worker)."""

@@ -3,14 +3,11 @@ r"""Prints Markdown tables of instability analyses or of an IMP run.
   python -m lmc_tf.tables runs/lmc_dense_k0 runs/lmc_dense_k500 ...   # analyses
   python -m lmc_tf.tables runs/imp_lenet_fmnist                       # IMP levels, baselines
 """
-import os
 import sys
 
 import lmc_tf  # pylint: disable=unused-import
 
-import tensorflow as tf
-
-from lmc_tf import io_utils
+from lmc_tf import store
 
 COLUMNS = ('analysis', 'k', 'density', 'test err (copies)', 'test instability',
            'train instability', 'stable', 'L2', 'cosine', 'class. diffs test/train',
@@ -24,17 +21,22 @@ def markdown_table(header, rows):
   return '\n'.join(lines)
 
 
+def analysis_density(run_dir):
+  """The fraction of weights an analysis' copies keep (its mask's; 1 without one)."""
+  copy = run_dir.copy(0)
+  if not run_dir.lineage().get('mask_sha256') or not copy.exists(store.MASK):
+    return 1.0
+  masks = copy.read_arrays(store.MASK)
+  return float(sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values()))
+
+
 def row(directory):
-  metrics = io_utils.read_json(os.path.join(directory, 'metrics.json'))
-  settings = io_utils.read_json(os.path.join(directory, 'hparams.json'))['lineage']
-  mask_path = os.path.join(directory, 'copy_0', 'mask.npz')
-  density = 1.0
-  if settings['mask_sha256'] and tf.io.gfile.exists(mask_path):
-    masks = io_utils.read_npz(mask_path)
-    density = sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values())
+  run_dir = store.RunDir(directory)
+  metrics = run_dir.metrics()
+  density = analysis_density(run_dir)
   distances = metrics['distances']
   errors = metrics['endpoints']['test']['error']
-  return [os.path.basename(directory.rstrip('/')), f"{settings['rewind_iteration']}",
+  return [run_dir.name, f"{run_dir.lineage()['rewind_iteration']}",
           f'{100 * density:.1f}%',
           ' / '.join(f'{100 * e:.2f}%' for e in errors),
           f"{100 * metrics['instability']['test']['error']:.2f}%",
@@ -48,21 +50,21 @@ def row(directory):
 
 def imp_table(directory):
   """Test accuracy against density for IMP and its baselines, one row per level."""
-  summary = io_utils.read_json(os.path.join(directory, 'lottery.json'))
-  variants = [v for v in ('imp', 'random_pruning', 'random_reinit') if v in summary]
-  header = ['level', 'density'] + [f'{v.replace("_", " ")} test accuracy' for v in variants]
+  summary = store.RunDir(directory).read_json(store.LOTTERY)
+  baselines = [b for b in ('imp', 'random_pruning', 'random_reinit') if b in summary]
+  header = ['level', 'density'] + [f'{b.replace("_", " ")} test accuracy' for b in baselines]
   rows = []
   for level in sorted(summary['imp'], key=int):
     cells = [level, f"{100 * summary['imp'][level]['density']:.1f}%"]
-    for variant in variants:
-      row = summary[variant].get(level)
+    for baseline in baselines:
+      row = summary[baseline].get(level)
       cells.append(f"{100 * (1 - row['test_error']):.2f}%" if row else '')
     rows.append(cells)
   print(markdown_table(header, rows))
 
 
 def main(directories):
-  if len(directories) == 1 and tf.io.gfile.exists(os.path.join(directories[0], 'lottery.json')):
+  if len(directories) == 1 and store.RunDir(directories[0]).exists(store.LOTTERY):
     imp_table(directories[0])
     return
   print(markdown_table(COLUMNS, [row(directory) for directory in directories]))

@@ -61,6 +61,15 @@ def lenet(splits, bindings):
   return hparams, options, data
 
 
+def analysis(hparams, options, interp, model_dir, data, masks=None, parent_dir=None, **spec):
+  """An instability.Analysis of the Spec that `spec` (make_spec's arguments) gives."""
+  from lmc_tf.analysis import instability  # pylint: disable=g-import-not-at-top
+  spec = instability.make_spec(hparams, options, interp, data, has_mask=masks is not None,
+                               **spec)
+  return instability.Analysis(spec, options, model_dir, data, masks=masks,
+                              parent_dir=parent_dir)
+
+
 def parse(*gin_files, bindings=()):
   return cli.parse_gin(list(gin_files), list(bindings))
 

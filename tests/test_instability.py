@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import lenet, parse
+from conftest import analysis, lenet, parse
 from lmc_tf import config as config_lib
 from lmc_tf import data as data_lib
 from lmc_tf import io_utils
@@ -26,10 +26,9 @@ def _setup(fashion_mnist_splits, bindings=()):
 def _analysis(tmp_path, name, fashion_mnist_splits, seeds, rewind='0it', masks=None, **interp):
   hparams, options, data = _setup(fashion_mnist_splits)
   config = config_lib.InterpolationConfig(**{'num_alphas': 7, **interp})
-  analysis = instability.Analysis(hparams, options, config, str(tmp_path / name), data,
-                                  rewind=rewind, copies=len(seeds), data_order_seeds=seeds,
-                                  masks=masks)
-  return analysis.run(), hparams, data
+  metrics = analysis(hparams, options, config, str(tmp_path / name), data, rewind=rewind,
+                     copies=len(seeds), data_order_seeds=seeds, masks=masks).run()
+  return metrics, hparams, data
 
 
 @pytest.fixture(scope='module')
@@ -85,7 +84,7 @@ def test_error_at_k_of_a_subnetwork_is_the_full_networks(two_copies, tmp_path,
            for p, m in masking.get_masks(trainer.build_model(hparams, data)).items()}
   options = parse('lenet_fashion_mnist.gin', bindings=BINDINGS)[1]
   interp = config_lib.InterpolationConfig(num_alphas=2, throughout_training=False)
-  metrics = instability.Analysis(hparams, options, interp, str(tmp_path), data, rewind='100it',
+  metrics = analysis(hparams, options, interp, str(tmp_path), data, rewind='100it',
                                  masks=masks, parent_dir=str(directory / 'parent')).run()
   model = trainer.build_model(hparams, data)
   evaluate = loop.Evaluator(model, tf.distribute.get_strategy()).evaluate
@@ -196,14 +195,14 @@ def test_bad_analysis_input(tmp_path, fashion_mnist_splits):
   hparams, options, data = _setup(fashion_mnist_splits)
   interp = config_lib.InterpolationConfig()
   with pytest.raises(UserError, match='not before the end of training'):
-    instability.Analysis(hparams, options, interp, str(tmp_path), data, rewind='300it')
+    analysis(hparams, options, interp, str(tmp_path), data, rewind='300it')
   with pytest.raises(UserError, match='at least 2 copies'):
-    instability.Analysis(hparams, options, interp, str(tmp_path), data, copies=1)
+    analysis(hparams, options, interp, str(tmp_path), data, copies=1)
   with pytest.raises(UserError, match='needs the --mask'):
-    instability.Analysis(hparams, options, interp, str(tmp_path), data, baseline='random_reinit')
+    analysis(hparams, options, interp, str(tmp_path), data, baseline='random_reinit')
   bad_mask = {'fc1/kernel': np.ones((3, 3), np.float32)}
   with pytest.raises(UserError, match='does not fit the model'):
-    instability.Analysis(hparams, options, interp, str(tmp_path / 'bad'), data,
+    analysis(hparams, options, interp, str(tmp_path / 'bad'), data,
                          masks=bad_mask).run()
 
 
@@ -236,13 +235,13 @@ def test_an_analysis_runs_on_a_gfile_filesystem(fashion_mnist_splits):
       "TrainingConfig.training_steps = '60it'"])
   config = config_lib.InterpolationConfig(num_alphas=3)
   root = 'ram://lmc_tf_test/k20'
-  metrics = instability.Analysis(hparams, options, config, root, data, rewind='20it').run()
+  metrics = analysis(hparams, options, config, root, data, rewind='20it').run()
   assert io_utils.read_json(root + '/metrics.json') == metrics
   for name in ('parent/checkpoints/ckpt-20.index', 'copy_1/weights.npz', 'hparams.json'):
     assert tf.io.gfile.exists(f'{root}/{name}'), name
   assert tf.io.gfile.glob(root + '/events.out.tfevents.*')
   # Run again: read back, not recomputed.
-  again = instability.Analysis(hparams, options, config, root, data, rewind='20it').run()
+  again = analysis(hparams, options, config, root, data, rewind='20it').run()
   assert again == metrics
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, fashion_mnist, parse
+from conftest import REPO, analysis, fashion_mnist, parse
 from lmc_tf import config as config_lib
+from lmc_tf import store
 from lmc_tf import io_utils
 from lmc_tf import models
 from lmc_tf.analysis import instability
@@ -43,20 +44,20 @@ def test_levels_have_the_imp_densities(imp_run):
   model_dir, _, _, _, _, summary = imp_run
   assert sorted(summary['imp']) == ['0', '1', '2']
   assert sorted(summary) == ['imp', 'random_pruning', 'random_reinit']
-  masks = _npz(lottery.level_dir(model_dir, 2), 'mask.npz')
+  masks = _npz(store.RunDir(model_dir).level(2).path, 'mask.npz')
   # lenet_fashion_mnist.gin keeps the output layer whole (PruningConfig.prune_output_layer).
   output = masks['fc_out/kernel'].size
   assert masks['fc_out/kernel'].all()
   total = sum(m.size for m in masks.values()) - output
   assert sum(int(m.sum()) for m in masks.values()) == round(total * 0.64) + output
-  report = json.load(open(os.path.join(lottery.level_dir(model_dir, 2), 'sparsity.json')))
+  report = json.load(open(os.path.join(store.RunDir(model_dir).level(2).path, 'sparsity.json')))
   assert set(report['layers']) == set(masks)
 
 
 def test_masked_weights_are_exactly_zero_after_training(imp_run):
   model_dir = imp_run[0]
   for variant in ('imp', 'random_pruning', 'random_reinit'):
-    directory = lottery.level_dir(model_dir, 2, variant)
+    directory = store.RunDir(model_dir).level(2, variant).path
     weights, masks = _npz(directory, 'weights.npz'), _npz(directory, 'mask.npz')
     for path, mask in masks.items():
       assert not np.any(weights[path][mask == 0]), f'{variant} {path}'
@@ -65,9 +66,9 @@ def test_masked_weights_are_exactly_zero_after_training(imp_run):
 
 def test_rewinding_restores_the_weights_at_k_for_survivors(imp_run):
   model_dir, hparams, _, _, data, _ = imp_run
-  at_k, _ = trainer.weights_at(lottery.level_dir(model_dir, 0), 100, hparams, data)
+  at_k, _ = trainer.weights_at(store.RunDir(model_dir).level(0).path, 100, hparams, data)
   for level in (1, 2):
-    directory = lottery.level_dir(model_dir, level)
+    directory = store.RunDir(model_dir).level(level).path
     start, masks = trainer.weights_at(directory, 100, hparams, data)
     for path, value in at_k.items():
       expected = value * masks[path] if path in masks else value
@@ -78,24 +79,24 @@ def test_rewinding_restores_the_weights_at_k_for_survivors(imp_run):
 
 def test_random_baselines(imp_run):
   model_dir, hparams, _, _, data, _ = imp_run
-  imp_masks = _npz(lottery.level_dir(model_dir, 2), 'mask.npz')
-  random_pruning = _npz(lottery.level_dir(model_dir, 2, 'random_pruning'), 'mask.npz')
+  imp_masks = _npz(store.RunDir(model_dir).level(2).path, 'mask.npz')
+  random_pruning = _npz(store.RunDir(model_dir).level(2, 'random_pruning').path, 'mask.npz')
   for path in imp_masks:
     assert random_pruning[path].sum() == imp_masks[path].sum()
   assert not np.array_equal(random_pruning['fc1/kernel'], imp_masks['fc1/kernel'])
-  reinit_dir = lottery.level_dir(model_dir, 2, 'random_reinit')
+  reinit_dir = store.RunDir(model_dir).level(2, 'random_reinit').path
   reinit_masks = _npz(reinit_dir, 'mask.npz')
   assert all(np.array_equal(reinit_masks[p], imp_masks[p]) for p in imp_masks)
   reinit_start, _ = trainer.weights_at(reinit_dir, 100, hparams, data)
-  imp_start, _ = trainer.weights_at(lottery.level_dir(model_dir, 2), 100, hparams, data)
+  imp_start, _ = trainer.weights_at(store.RunDir(model_dir).level(2).path, 100, hparams, data)
   survivors = imp_masks['fc1/kernel'] == 1
   assert not np.allclose(reinit_start['fc1/kernel'][survivors], imp_start['fc1/kernel'][survivors])
 
 
 def test_baselines_are_independent_draws_per_init_seed(imp_run):
   model_dir, hparams, _, pruning, _, _ = imp_run
-  imp_masks = _npz(lottery.level_dir(model_dir, 2), 'mask.npz')
-  drawn = _npz(lottery.level_dir(model_dir, 2, 'random_pruning'), 'mask.npz')
+  imp_masks = _npz(store.RunDir(model_dir).level(2).path, 'mask.npz')
+  drawn = _npz(store.RunDir(model_dir).level(2, 'random_pruning').path, 'mask.npz')
   seed = lottery.baseline_seed(pruning.baseline_seed, hparams.training.init_seed, 2)
   assert all(np.array_equal(drawn[p], m) for p, m in rules.random_masks(imp_masks, seed).items())
   # Another init seed (or level) draws another mask from the same IMP mask.
@@ -109,16 +110,13 @@ def test_baselines_are_independent_draws_per_init_seed(imp_run):
 @pytest.mark.parametrize('baseline', lottery.BASELINES)
 def test_an_analysis_of_a_baseline_starts_from_the_imp_runs_draw(baseline, imp_run, tmp_path):
   model_dir, hparams, options, pruning, data, _ = imp_run
-  mask_path = os.path.join(lottery.level_dir(model_dir, 2), 'mask.npz')
-  assert lottery.level_of_mask(mask_path) == 2
+  level_dir = store.RunDir(model_dir).level(2)
+  assert lottery.level_of_mask(level_dir) == 2
   interp = config_lib.InterpolationConfig(num_alphas=2, throughout_training=False)
-  analysis = instability.Analysis(
-      hparams, options, interp, str(tmp_path), data, rewind='100it',
-      masks=io_utils.read_npz(mask_path), baseline=baseline,
-      baseline_seed=pruning.baseline_seed, parent_dir=lottery.level_dir(model_dir, 0),
-      level=lottery.level_of_mask(mask_path))
-  analysis.run()
-  level_run = lottery.level_dir(model_dir, 2, baseline)
+  analysis(hparams, options, interp, str(tmp_path), data, rewind='100it',
+           masks=level_dir.read_arrays(store.MASK), baseline=baseline, pruning=pruning,
+           parent_dir=store.RunDir(model_dir).level(0), level=2).run()
+  level_run = store.RunDir(model_dir).level(2, baseline).path
   for copy in ('copy_0', 'copy_1'):
     want, want_masks = trainer.weights_at(level_run, 100, hparams, data)
     got, got_masks = trainer.weights_at(str(tmp_path / copy), 100, hparams, data)

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from conftest import lenet, parse
+from conftest import analysis, lenet, parse
 from lmc_tf import config as config_lib
+from lmc_tf import store
 from lmc_tf import io_utils
 from lmc_tf import sweeps
 from lmc_tf.analysis import instability
@@ -42,7 +43,7 @@ def test_a_refused_config_leaves_the_directory_free(binding, message, tmp_path,
   hparams, options, data = _setup(fashion_mnist_splits, [binding])
   with pytest.raises(UserError, match=message):
     trainer.train(hparams, options, str(tmp_path), data)
-  assert not (tmp_path / trainer.HPARAMS).exists()
+  assert not (tmp_path / store.HPARAMS).exists()
   hparams, options, data = _setup(fashion_mnist_splits)
   assert trainer.train(hparams, options, str(tmp_path), data)['iterations'] == 60
 
@@ -58,14 +59,14 @@ def small_imp(tmp_path_factory, fashion_mnist_splits):
 
 def test_a_wrong_mask_then_the_right_one(small_imp, tmp_path):
   model_dir, hparams, options, _, data = small_imp
-  right = io_utils.read_npz(os.path.join(lottery.level_dir(model_dir, 1), trainer.MASK))
+  right = io_utils.read_npz(os.path.join(store.RunDir(model_dir).level(1).path, store.MASK))
   wrong = dict(right, **{'fc2/kernel': np.ones((300, 99), np.float32)})
-  parent = lottery.level_dir(model_dir, 0)
+  parent = store.RunDir(model_dir).level(0).path
   with pytest.raises(UserError, match='fc2/kernel has shape'):
-    instability.Analysis(hparams, options, _interp(), str(tmp_path), data, rewind='20it',
+    analysis(hparams, options, _interp(), str(tmp_path), data, rewind='20it',
                          masks=wrong, parent_dir=parent)
   assert not os.listdir(tmp_path)
-  metrics = instability.Analysis(hparams, options, _interp(), str(tmp_path), data,
+  metrics = analysis(hparams, options, _interp(), str(tmp_path), data,
                                  rewind='20it', masks=right, parent_dir=parent).run()
   assert np.isfinite(metrics['instability']['test']['error'])
 
@@ -75,10 +76,10 @@ def test_masks_without_weights_in_a_layer_are_refused(small_imp, tmp_path):
   ones = masking.get_masks(trainer.build_model(hparams, data))
   empty = {p: np.zeros_like(m) for p, m in ones.items()}
   with pytest.raises(UserError, match='keeps no weights'):
-    instability.Analysis(hparams, options, _interp(), str(tmp_path), data, masks=empty)
+    analysis(hparams, options, _interp(), str(tmp_path), data, masks=empty)
   one_empty = dict(ones, **{'fc2/kernel': np.zeros_like(ones['fc2/kernel'])})
   with pytest.raises(UserError, match='fc2/kernel keeps no weights'):
-    instability.Analysis(hparams, options, _interp(), str(tmp_path), data, masks=one_empty)
+    analysis(hparams, options, _interp(), str(tmp_path), data, masks=one_empty)
 
 
 @pytest.mark.parametrize('pruning_fields,target,message', [
@@ -143,16 +144,16 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path,
   run_dir = tmp_path / 'run'
   trainer.train(hparams, options, str(run_dir), data)
   # Unfinish the run and garble its last checkpoint (60it); 40it (an epoch) is intact.
-  (run_dir / trainer.METRICS).unlink()
-  (run_dir / trainer.WEIGHTS).unlink()
+  (run_dir / store.METRICS).unlink()
+  (run_dir / store.WEIGHTS).unlink()
   data_files = list((run_dir / 'checkpoints').glob('ckpt-60.data-*'))
   assert data_files and (run_dir / 'checkpoints' / 'ckpt-40.index').exists()
   for path in data_files:
     path.write_bytes(b'garbage')
   resumed = trainer.train(hparams, options, str(run_dir), data)
   assert resumed['test_loss'] == reference['test_loss']
-  a = io_utils.read_npz(str(tmp_path / 'ref' / trainer.WEIGHTS))
-  b = io_utils.read_npz(str(run_dir / trainer.WEIGHTS))
+  a = io_utils.read_npz(str(tmp_path / 'ref' / store.WEIGHTS))
+  b = io_utils.read_npz(str(run_dir / store.WEIGHTS))
   assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -160,7 +161,7 @@ def test_a_finished_run_with_truncated_weights_is_finished_again(tmp_path,
                                                                  fashion_mnist_splits):
   hparams, options, data = _setup(fashion_mnist_splits)
   metrics = trainer.train(hparams, options, str(tmp_path), data)
-  weights = tmp_path / trainer.WEIGHTS
+  weights = tmp_path / store.WEIGHTS
   whole = io_utils.read_npz(str(weights))
   weights.write_bytes(weights.read_bytes()[:1000])
   assert trainer.train(hparams, options, str(tmp_path), data) == metrics

@@ -3,9 +3,9 @@
 Train to k (the `parent` run; at k = 0 the initialization is used directly);
 make copies; optionally apply a mask (an IMP mask, or a random-pruning or
 random-reinit baseline of it); train each copy from k to the end under its own
-data-order seed; compare the copies. Layout of the analysis directory:
+data-order seed; compare the copies. The analysis directory (a store.RunDir) holds:
 
-  hparams.json            the config, the analysis settings and the mask's hash
+  hparams.json            the config and the Spec's lineage (with the mask's hash)
   parent/                 a run directory: the network trained from init (k > 0), unless
                           another run directory of the same hparams is given as parent
   copy_0/, copy_1/, ...   run directories of the copies (weights.npz, mask.npz,
@@ -16,13 +16,14 @@ data-order seed; compare the copies. Layout of the analysis directory:
 import dataclasses
 import hashlib
 import itertools
-import os
 import time
+from typing import Optional, Tuple
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from lmc_tf import config as config_lib
 from lmc_tf import io_utils
 from lmc_tf import plots
 from lmc_tf import store
@@ -35,7 +36,6 @@ from lmc_tf.models import masking
 from lmc_tf.training import loop
 from lmc_tf.training import trainer
 
-METRICS = 'metrics.json'
 SPLITS = ('test', 'train')
 
 
@@ -65,55 +65,102 @@ def check_interpolation(interp):
 def check_parent(parent_dir):
   """Refuses a parent a user names that holds no run (a mistyped one would be trained
   anew); a sweep's parent is its shared dense run, which may not be trained yet."""
-  if not tf.io.gfile.exists(os.path.join(parent_dir, trainer.HPARAMS)):
+  if not store.RunDir(parent_dir).exists(store.HPARAMS):
     raise UserError(f'--parent={parent_dir} holds no run: give the directory of a run of the '
                     "same config with a checkpoint at k (e.g. an IMP run's level_00)")
 
 
-class Analysis:
-  """Trains the copies of one instability analysis and compares them."""
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """What determines one instability analysis: its directory's hash (in a sweep) and the
+  lineage its hparams.json and its copies' record. Build it with `make_spec`, which checks it.
 
-  def __init__(self, hparams, options, interp, model_dir, data, strategy=None, rewind='0it',
-               copies=2, data_order_seeds=None, masks=None, baseline='imp', baseline_seed=1000,
-               parent_dir=None, level=None):
-    self.hparams, self.options, self.interp = hparams, options, interp
-    self.model_dir, self.data = model_dir, data
+  `pruning` is the PruningConfig that made the mask (None for the unpruned network): two
+  analyses of one level of different IMP runs differ by it.
+  """
+  hparams: config_lib.Hparams
+  interp: config_lib.InterpolationConfig
+  rewind_iteration: int  # k
+  data_order_seeds: Tuple[int, ...]  # one per copy
+  baseline: str = 'imp'  # how the copies' subnetwork is made from the mask (lottery.py)
+  baseline_seed: Optional[int] = None  # the seed of a random baseline's draw
+  level: Optional[int] = None  # the IMP level of the mask
+  pruning: Optional[config_lib.PruningConfig] = None
+
+  def description(self):
+    """What the analysis' directory name hashes. Its keys are those of the first sweeps
+    ('rewind', 'copy_seeds'), so that their directories keep their names."""
+    description = {'hparams': self.hparams, 'rewind': self.rewind_iteration,
+                   'copy_seeds': list(self.data_order_seeds), 'level': self.level or 0,
+                   'baseline': self.baseline, 'interpolation': self.interp}
+    if self.level:
+      description['pruning'] = self.pruning
+    return description
+
+  def run_dir(self, root):
+    return store.RunDir(store.run_dir(root, 'lmc', self.description()))
+
+  def lineage(self, masks):
+    """What, beyond hparams, determines the analysis' result: written to its hparams.json."""
+    return {'analysis': 'instability', 'rewind_iteration': self.rewind_iteration,
+            'data_order_seeds': list(self.data_order_seeds),
+            'mask_sha256': None if masks is None else _mask_digest(masks),
+            'baseline': self.baseline, 'baseline_seed': self.baseline_seed,
+            'interpolation': dataclasses.asdict(self.interp)}
+
+  def copy_hparams(self, index):
+    return dataclasses.replace(self.hparams, training=dataclasses.replace(
+        self.hparams.training, data_order_seed=self.data_order_seeds[index]))
+
+
+def make_spec(hparams, options, interp, data, rewind='0it', copies=2, data_order_seeds=None,
+              baseline='imp', pruning=None, level=None, has_mask=False):
+  """The Spec of an analysis at the rewinding point `rewind` ('500it', '2ep'), checked:
+  a refused one is refused before anything trains or is written. `pruning` gives the
+  seed of the random baselines (PruningConfig.baseline_seed) and, in a sweep, names
+  the IMP run the mask comes from."""
+  clock = trainer.check_config(hparams, options, data)
+  rewind_iteration = clock.rewinding_point(rewind)
+  if copies < 2:
+    raise UserError(f'--copies={copies}: the analysis compares at least 2 copies')
+  if data_order_seeds is None:
+    data_order_seeds = [hparams.training.data_order_seed + 1 + i for i in range(copies)]
+  if len(data_order_seeds) != copies:
+    raise UserError(f'{len(data_order_seeds)} data-order seeds for {copies} copies: give one '
+                    'per copy')
+  if baseline != 'imp' and not has_mask:
+    raise UserError(f'--baseline={baseline} needs the --mask it is a baseline of')
+  if baseline != 'imp' and level is None:
+    raise UserError(f'--baseline={baseline} needs the IMP level of its mask, which seeds the '
+                    'baseline: give --level, or a --mask from an IMP level directory')
+  check_interpolation(interp)
+  pruning = pruning or config_lib.PruningConfig()
+  # The same draw as the IMP run's baseline of this level and init seed.
+  seed = (None if baseline == 'imp' else
+          lottery.baseline_seed(pruning.baseline_seed, hparams.training.init_seed, level))
+  return Spec(hparams, interp, rewind_iteration, tuple(data_order_seeds), baseline, seed, level,
+              pruning if level else None)
+
+
+class Analysis:
+  """Trains the copies of one instability analysis (a Spec) and compares them."""
+
+  def __init__(self, spec, options, run_dir, data, strategy=None, masks=None, parent_dir=None):
+    self.spec, self.options, self.data = spec, options, data
+    self.hparams, self.interp, self.k = spec.hparams, spec.interp, spec.rewind_iteration
+    self.run_dir = store.RunDir(run_dir)
     self.strategy = strategy or tf.distribute.get_strategy()
-    self.clock = trainer.check_config(hparams, options, data)
-    self.k = self.clock.rewinding_point(rewind)
-    if copies < 2:
-      raise UserError(f'--copies={copies}: the analysis compares at least 2 copies')
-    if data_order_seeds is None:
-      data_order_seeds = [hparams.training.data_order_seed + 1 + i for i in range(copies)]
-    if len(data_order_seeds) != copies:
-      raise UserError(f'{len(data_order_seeds)} data-order seeds for {copies} copies: give one '
-                      'per copy')
-    if baseline != 'imp' and masks is None:
-      raise UserError(f'--baseline={baseline} needs the --mask it is a baseline of')
-    if baseline != 'imp' and level is None:
-      raise UserError(f'--baseline={baseline} needs the IMP level of its mask, which seeds the '
-                      'baseline: give --level, or a --mask from an IMP level directory')
-    check_interpolation(interp)
+    self.clock = trainer.check_config(spec.hparams, options, data)
     if masks is not None:
       # A mask that does not fit is refused before the parent trains or anything is written.
       masking.check_masks_fit(masks, self._model())
-    self.seeds = list(data_order_seeds)
-    self.masks, self.baseline, self.level = masks, baseline, level
-    # The same draw as the IMP run's baseline of this level and init seed.
-    self.baseline_seed = (None if baseline == 'imp' else lottery.baseline_seed(
-        baseline_seed, hparams.training.init_seed, level))
+    self.masks = masks
     # Any finished or resumable run of the same hparams serves as the parent, e.g. level 0
     # of an IMP run; it must hold a checkpoint at k.
-    self.parent_dir = parent_dir or os.path.join(model_dir, 'parent')
-    self.alphas = np.linspace(interp.alpha_min, interp.alpha_max, interp.num_alphas)
+    self.parent_dir = store.RunDir(parent_dir) if parent_dir else self.run_dir.parent()
+    self.alphas = np.linspace(self.interp.alpha_min, self.interp.alpha_max,
+                              self.interp.num_alphas)
     self.throughout_seconds = 0.0
-
-  def settings(self):
-    """What, beyond hparams, determines the analysis: written to its hparams.json."""
-    return {'analysis': 'instability', 'rewind_iteration': self.k, 'data_order_seeds': self.seeds,
-            'mask_sha256': None if self.masks is None else _mask_digest(self.masks),
-            'baseline': self.baseline, 'baseline_seed': self.baseline_seed,
-            'interpolation': dataclasses.asdict(self.interp)}
 
   def start_state(self):
     """(weights at init, weights at k, the copies' start weights, their masks)."""
@@ -129,8 +176,8 @@ class Analysis:
       rewound, _ = trainer.weights_at(parent, self.k, self.hparams, self.data)
     if self.masks is None:
       return initial, rewound, rewound, None
-    weights, masks = lottery.start_state(self.baseline, rewound, self.masks, self.hparams,
-                                         self.data, self.baseline_seed)
+    weights, masks = lottery.start_state(self.spec.baseline, rewound, self.masks, self.hparams,
+                                         self.data, self.spec.baseline_seed)
     return initial, rewound, weights, masks
 
   def _model(self):
@@ -140,29 +187,28 @@ class Analysis:
   def train_copies(self, start_weights, masks):
     directories = []
     options = dataclasses.replace(self.options, checkpoint_every_epoch=True)
-    lineage = {key: value for key, value in self.settings().items() if key != 'interpolation'}
-    for index, seed in enumerate(self.seeds):
-      hparams = dataclasses.replace(self.hparams, training=dataclasses.replace(
-          self.hparams.training, data_order_seed=seed))
-      directory = os.path.join(self.model_dir, f'copy_{index}')
-      trainer.train(hparams, options, directory, self.data, self.strategy,
-                    start=trainer.Start(start_weights, masks, self.k), lineage=lineage)
+    lineage = {key: value for key, value in self.spec.lineage(self.masks).items()
+               if key != 'interpolation'}
+    for index in range(len(self.spec.data_order_seeds)):
+      directory = self.run_dir.copy(index)
+      trainer.train(self.spec.copy_hparams(index), options, directory, self.data,
+                    self.strategy, start=trainer.Start(start_weights, masks, self.k),
+                    lineage=lineage)
       directories.append(directory)
     return directories
 
   def run(self):
-    with store.locked(self.model_dir, self.strategy):
+    with self.run_dir.locked(self.strategy):
       metrics = self._run()
     workers.barrier(self.strategy)  # the chief's metrics.json is written
     return metrics
 
   def _run(self):
     trainer.set_determinism(self.options)  # evaluation too, so a resumed analysis is bitwise
-    trainer.claim_run_dir(self.model_dir, self.hparams, self.settings())
-    metrics_path = os.path.join(self.model_dir, METRICS)
-    if tf.io.gfile.exists(metrics_path):
-      logging.info('%s already analysed; nothing to do', self.model_dir)
-      return io_utils.read_json(metrics_path)
+    self.run_dir.claim(trainer.description(self.hparams, self.spec.lineage(self.masks)))
+    if self.run_dir.finished():
+      logging.info('%s already analysed; nothing to do', self.run_dir)
+      return self.run_dir.metrics()
     began = time.time()
     initial, rewound, start_weights, masks = self.start_state()
     directories = self.train_copies(start_weights, masks)
@@ -172,7 +218,7 @@ class Analysis:
     interpolator = interpolation.Interpolator(model, self.strategy)
     if masks is None:
       masks = masking.get_masks(model)  # all ones
-    finals = [io_utils.read_npz(os.path.join(d, trainer.WEIGHTS)) for d in directories]
+    finals = [d.read_arrays(store.WEIGHTS) for d in directories]
     pairs = [self._compare(interpolator, finals[i], finals[j], masks, directories[i],
                            directories[j]) for i, j in itertools.combinations(range(len(finals)), 2)]
     metrics = _mean_over_pairs(pairs)
@@ -181,7 +227,7 @@ class Analysis:
     metrics['pairs'] = pairs if len(pairs) > 1 else []
     metrics['rewind'] = self._rewind_state(interpolator, initial, rewound, start_weights, finals,
                                            masks, metrics['distances']['l2'])
-    metrics['copies'] = [os.path.basename(d) for d in directories]
+    metrics['copies'] = [d.name for d in directories]
     if self.interp.throughout_training:
       metrics['throughout_training_examples'] = {
           'test': self.data.eval_count('test'),
@@ -190,8 +236,8 @@ class Analysis:
     # Appendix C curves, whose share is also given.
     metrics['wall_time_s'] = {'train': trained - began, 'evaluate': time.time() - trained,
                               'throughout_training': self.throughout_seconds}
-    self._summarize(metrics)
-    io_utils.write_json(metrics_path, metrics)
+    write_summaries(self.run_dir, metrics, self.k)
+    self.run_dir.write_results(metrics)
     return metrics
 
   def _bn_batches(self):
@@ -229,7 +275,7 @@ class Analysis:
     result['distances']['cosine'] = distances.cosine_distance(vector_a, vector_b)
     if self.interp.throughout_training:
       result['throughout_training'] = self._throughout(interpolator, dir_a, dir_b, bn_data)
-    result['copies'] = [os.path.basename(dir_a), os.path.basename(dir_b)]
+    result['copies'] = [dir_a.name, dir_b.name]
     return result
 
   def _throughout(self, interpolator, dir_a, dir_b, bn_data):
@@ -286,37 +332,39 @@ class Analysis:
                                                    distances.kernel_vector(finals[0], masks)),
             'l2_final_to_final': final_distance}
 
-  def _summarize(self, metrics):
-    writer = io_utils.summary_writer(self.model_dir)
-    with writer.as_default():
+def write_summaries(run_dir, metrics, k):
+  """The analysis' numbers as TensorBoard summaries at step k (curves: step = alpha index),
+  and a chart of its interpolation curves."""
+  writer = io_utils.summary_writer(run_dir.path)
+  with writer.as_default():
+    for split in SPLITS:
+      for key in ('error', 'loss'):
+        tf.summary.scalar(f'instability/{split}_{key}', metrics['instability'][split][key],
+                          step=k)
+        for i, value in enumerate(metrics['interpolation'][split][key]):
+          tf.summary.scalar(f'interpolation/{split}_{key}', value, step=i)
+      tf.summary.scalar(f'distances/classification_differences_{split}',
+                        metrics['distances']['classification_differences'][split], step=k)
+      tf.summary.scalar(f'distances/loss_l2_{split}', metrics['distances']['loss_l2'][split],
+                        step=k)
+      for key in ('error_at_k', 'masked_error_at_k'):
+        tf.summary.scalar(f'rewind/{key}_{split}', metrics['rewind'][key][split], step=k)
+    for i, alpha in enumerate(metrics['interpolation']['alphas']):
+      tf.summary.scalar('interpolation/alpha', alpha, step=i)
+    for key in ('l2', 'cosine'):
+      tf.summary.scalar(f'distances/{key}', metrics['distances'][key], step=k)
+    for key in ('l2_init_to_k', 'l2_k_to_final', 'l2_final_to_final'):
+      tf.summary.scalar(f'rewind/{key}', metrics['rewind'][key], step=k)
+    for row in metrics.get('throughout_training', []):
       for split in SPLITS:
-        for key in ('error', 'loss'):
-          tf.summary.scalar(f'instability/{split}_{key}', metrics['instability'][split][key],
-                            step=self.k)
-          for i, value in enumerate(metrics['interpolation'][split][key]):
-            tf.summary.scalar(f'interpolation/{split}_{key}', value, step=i)
-        tf.summary.scalar(f'distances/classification_differences_{split}',
-                          metrics['distances']['classification_differences'][split], step=self.k)
-        tf.summary.scalar(f'distances/loss_l2_{split}', metrics['distances']['loss_l2'][split],
-                          step=self.k)
-        for key in ('error_at_k', 'masked_error_at_k'):
-          tf.summary.scalar(f'rewind/{key}_{split}', metrics['rewind'][key][split], step=self.k)
-      for i, alpha in enumerate(metrics['interpolation']['alphas']):
-        tf.summary.scalar('interpolation/alpha', alpha, step=i)
-      for key in ('l2', 'cosine'):
-        tf.summary.scalar(f'distances/{key}', metrics['distances'][key], step=self.k)
-      for key in ('l2_init_to_k', 'l2_k_to_final', 'l2_final_to_final'):
-        tf.summary.scalar(f'rewind/{key}', metrics['rewind'][key], step=self.k)
-      for row in metrics.get('throughout_training', []):
-        for split in SPLITS:
-          tf.summary.scalar(f'throughout_training/{split}_error_instability',
-                            row[f'{split}_error_instability'], step=int(row['iteration']))
-      tf.summary.image('interpolation/curves', plots.image_tensor(plots.curve_chart(
-          metrics['interpolation']['alphas'],
-          {s: metrics['interpolation'][s] for s in SPLITS},
-          f'k={self.k}it: test instability {metrics["instability"]["test"]["error"]:.4f}')),
-                       step=self.k)
-    writer.flush()
+        tf.summary.scalar(f'throughout_training/{split}_error_instability',
+                          row[f'{split}_error_instability'], step=int(row['iteration']))
+    tf.summary.image('interpolation/curves', plots.image_tensor(plots.curve_chart(
+        metrics['interpolation']['alphas'],
+        {s: metrics['interpolation'][s] for s in SPLITS},
+        f'k={k}it: test instability {metrics["instability"]["test"]["error"]:.4f}')),
+                     step=k)
+  writer.flush()
 
 
 def _mean_over_pairs(pairs):

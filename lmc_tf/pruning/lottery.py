@@ -1,15 +1,17 @@
 """Lottery tickets: IMP with rewinding, one-shot pruning, random pruning and random reinit.
 
-Layout under the model directory:
+Layout under the model directory (store.RunDir.level):
   level_00/                      the unpruned network, trained from init (checkpointed at k)
   level_NN/                      the IMP subnetwork of level NN: W_k masked, trained k -> T
   level_NN_random_pruning/       a random mask with level NN's per-layer counts, W_k, k -> T
   level_NN_random_reinit/        level NN's mask on freshly drawn weights, k -> T
-  lottery.json                   per level and variant: density and final metrics
-Each level directory is a run directory (see trainer.py) with mask.npz and sparsity.json.
+  lottery.json                   per baseline ('imp' too) and level: density, final metrics
+Each level directory is a run directory with mask.npz and sparsity.json.
+
+A baseline names how a subnetwork of a level is made: 'imp' (the level's own IMP
+mask on the weights at k), 'random_pruning' or 'random_reinit'.
 """
 import dataclasses
-import os
 
 from absl import logging
 import numpy as np
@@ -17,6 +19,7 @@ import tensorflow as tf
 
 from lmc_tf import io_utils
 from lmc_tf import plots
+from lmc_tf import store
 from lmc_tf.errors import UserError
 from lmc_tf.models import masking
 from lmc_tf.pruning import rules
@@ -25,12 +28,6 @@ from lmc_tf.training import trainer
 OUTPUT_LAYER = 'fc_out/kernel'
 AUXILIARY_HEAD = 'aux_'  # Inception-v3's auxiliary classifier: its layers' name prefix
 BASELINES = ('random_pruning', 'random_reinit')
-SUMMARY = 'lottery.json'
-
-
-def level_dir(model_dir, level, variant='imp'):
-  name = f'level_{level:02d}'
-  return os.path.join(model_dir, name if variant == 'imp' else f'{name}_{variant}')
 
 
 def output_layers(paths):
@@ -46,26 +43,23 @@ def baseline_seed(seed, init_seed, level):
   return int(np.random.SeedSequence([seed, init_seed, level]).generate_state(1)[0])
 
 
-def level_of_mask(mask_path):
-  """The IMP level a mask.npz was written by (its run's hparams.json lineage), or None."""
-  path = os.path.join(os.path.dirname(mask_path), trainer.HPARAMS)
-  if not tf.io.gfile.exists(path):
-    return None
-  return io_utils.read_json(path).get('lineage', {}).get('level')
+def level_of_mask(run_dir):
+  """The IMP level whose run (a store.RunDir) wrote a mask, or None."""
+  return run_dir.lineage().get('level')
 
 
-def start_state(variant, rewound, masks, hparams, data, seed):
+def start_state(baseline, rewound, masks, hparams, data, seed):
   """(weights, masks) a subnetwork starts from at k: the IMP mask on the rewound weights,
   a random mask with the same per-layer counts, or the mask on fresh weights (seeded)."""
-  if variant == 'imp':
+  if baseline == 'imp':
     return rewound, masks
-  if variant == 'random_pruning':
+  if baseline == 'random_pruning':
     return rewound, rules.random_masks(masks, seed)
-  if variant == 'random_reinit':
+  if baseline == 'random_reinit':
     fresh = dataclasses.replace(hparams, training=dataclasses.replace(hparams.training,
                                                                       init_seed=seed))
     return trainer.weights_dict(trainer.build_model(fresh, data)), masks
-  raise UserError(f'unknown baseline {variant!r}: choose imp or one of {", ".join(BASELINES)}')
+  raise UserError(f'unknown baseline {baseline!r}: choose imp or one of {", ".join(BASELINES)}')
 
 
 class Lottery:
@@ -73,11 +67,12 @@ class Lottery:
 
   def __init__(self, hparams, options, pruning, model_dir, data, strategy=None, dense_dir=None):
     self.hparams, self.options, self.pruning = hparams, options, pruning
-    self.model_dir, self.data, self.strategy = model_dir, data, strategy
+    self.run_dir, self.data, self.strategy = store.RunDir(model_dir), data, strategy
     # Level 0 may live elsewhere, shared with other lotteries of the same network.
-    self.dense_dir = dense_dir or level_dir(model_dir, 0)
+    self.dense_dir = store.RunDir(dense_dir) if dense_dir else self.run_dir.level(0)
     check_pruning(pruning)
-    self.rewind = trainer.check_config(hparams, options, data).rewinding_point(pruning.rewind)
+    self.rewind_iteration = trainer.check_config(hparams, options, data).rewinding_point(
+        pruning.rewind)
     self.writer = None
     self.summary = {}
 
@@ -103,15 +98,16 @@ class Lottery:
       raise UserError(f'pruning to level {levels} would leave a layer with no weights: choose '
                       'a higher target density or fewer levels')
 
-  def _lineage(self, level, variant):
-    return {'level': level, 'variant': variant, 'rewind_iteration': self.rewind,
+  def _lineage(self, level, baseline):
+    # 'variant' is the baseline's key in the hparams.json of every level run ever written.
+    return {'level': level, 'variant': baseline, 'rewind_iteration': self.rewind_iteration,
             'pruning': dataclasses.asdict(self.pruning)}
 
   def train_dense(self):
     """Level 0: the unpruned network from init, checkpointed at the rewinding point."""
-    tf.io.gfile.makedirs(self.model_dir)
-    options = dataclasses.replace(
-        self.options, checkpoint_at=tuple(self.options.checkpoint_at) + (f'{self.rewind}it',))
+    tf.io.gfile.makedirs(self.run_dir.path)
+    options = dataclasses.replace(self.options, checkpoint_at=tuple(
+        self.options.checkpoint_at) + (f'{self.rewind_iteration}it',))
     metrics = trainer.train(self.hparams, options, self.dense_dir, self.data, self.strategy)
     self._record(0, 'imp', None, metrics)
     return metrics
@@ -122,10 +118,9 @@ class Lottery:
     ones = {p: np.ones_like(m) for p, m in previous_masks.items()}
     excluded = self.excluded(ones)
     if self.pruning.style == 'one_shot':
-      weights = io_utils.read_npz(os.path.join(self.dense_dir, trainer.WEIGHTS))
+      weights = self.dense_dir.read_arrays(store.WEIGHTS)
       return rules.one_shot_masks(weights, ones, target_density, self.pruning.scope, excluded)
-    previous = self.level_dir(level - 1)
-    weights = io_utils.read_npz(os.path.join(previous, trainer.WEIGHTS))
+    weights = self.level_dir(level - 1).read_arrays(store.WEIGHTS)
     return rules.imp_masks(weights, previous_masks, ones, self.pruning.fraction,
                            level, self.pruning.scope, excluded)
 
@@ -133,41 +128,43 @@ class Lottery:
     if level == 0:
       _, masks = trainer.weights_at(self.dense_dir, 0, self.hparams, self.data)
       return masks
-    return io_utils.read_npz(os.path.join(self.level_dir(level), trainer.MASK))
+    return self.level_dir(level).read_arrays(store.MASK)
 
-  def level_dir(self, level, variant='imp'):
-    return self.dense_dir if level == 0 else level_dir(self.model_dir, level, variant)
+  def level_dir(self, level, baseline='imp'):
+    return self.dense_dir if level == 0 else self.run_dir.level(level, baseline)
 
-  def train_level(self, level, masks, variant='imp'):
+  def train_level(self, level, masks, baseline='imp'):
     """Trains the subnetwork of `level` (or one of its baselines) from the rewinding point."""
-    rewound, _ = trainer.weights_at(self.dense_dir, self.rewind, self.hparams, self.data)
-    weights, masks = start_state(variant, rewound, masks, self.hparams, self.data, baseline_seed(
-        self.pruning.baseline_seed, self.hparams.training.init_seed, level))
-    directory = self.level_dir(level, variant)
+    rewound, _ = trainer.weights_at(self.dense_dir, self.rewind_iteration, self.hparams,
+                                    self.data)
+    weights, masks = start_state(baseline, rewound, masks, self.hparams, self.data,
+                                 baseline_seed(self.pruning.baseline_seed,
+                                               self.hparams.training.init_seed, level))
+    directory = self.level_dir(level, baseline)
     metrics = trainer.train(self.hparams, self.options, directory, self.data, self.strategy,
-                            start=trainer.Start(weights, masks, self.rewind),
-                            lineage=self._lineage(level, variant))
+                            start=trainer.Start(weights, masks, self.rewind_iteration),
+                            lineage=self._lineage(level, baseline))
     report = rules.layer_report(masks)
-    io_utils.write_json(os.path.join(directory, 'sparsity.json'), report)
-    self._record(level, variant, report, metrics)
+    directory.write_json(store.SPARSITY, report)
+    self._record(level, baseline, report, metrics)
     return metrics
 
-  def _record(self, level, variant, report, metrics):
+  def _record(self, level, baseline, report, metrics):
     density = 1.0 if report is None else report['total']['density']
-    self.summary.setdefault(variant, {})[str(level)] = dict(metrics, density=density)
-    io_utils.write_json(os.path.join(self.model_dir, SUMMARY), self.summary)
+    self.summary.setdefault(baseline, {})[str(level)] = dict(metrics, density=density)
+    self.run_dir.write_json(store.LOTTERY, self.summary)
     if self.writer is None:
-      self.writer = io_utils.summary_writer(self.model_dir)
+      self.writer = io_utils.summary_writer(self.run_dir.path)
     with self.writer.as_default(step=level):
-      tf.summary.scalar(f'{variant}/test_error', metrics['test_error'])
-      tf.summary.scalar(f'{variant}/density', density)
-      if report is not None and variant == 'imp':
+      tf.summary.scalar(f'{baseline}/test_error', metrics['test_error'])
+      tf.summary.scalar(f'{baseline}/density', density)
+      if report is not None and baseline == 'imp':
         for path, row in report['layers'].items():
           tf.summary.scalar(f'imp_layer_density/{path}', row['density'])
         tf.summary.image('imp/layer_densities', plots.image_tensor(plots.density_chart(
             report, f'level {level}: density {density:.4f}')))
     self.writer.flush()
-    logging.info('%s level %d: density %.4f, test error %.4f', variant, level, density,
+    logging.info('%s level %d: density %.4f, test error %.4f', baseline, level, density,
                  metrics['test_error'])
 
 

@@ -1,17 +1,11 @@
 """One training run in one directory: resumable, checkpointed, logged to TensorBoard.
 
-A run directory holds:
-  hparams.json          what determines the result; a different one is refused
-  operative_config.gin  the gin configuration as run
-  checkpoints/ckpt-N.*  tf.train checkpoints at iteration N (0, the rewinding points,
-                        every epoch, the end); never rotated away
-  events.out.tfevents.* TensorBoard summaries
-  weights.npz           final weights, variable path -> array (written before metrics.json)
-  mask.npz              the pruning mask, kernel path -> 0/1 array (runs given a mask)
-  metrics.json          final results; its presence marks the run finished
+The directory's files and layout are lmc_tf/store.py's. Checkpoints are kept at
+iteration 0, the rewinding points (RunOptions.checkpoint_at), every epoch and
+the end, and never rotated away; weights.npz (and mask.npz, for runs given a
+mask) are written at the end, before metrics.json.
 """
 import dataclasses
-import os
 import tempfile
 import time
 from typing import Dict, Optional
@@ -21,7 +15,6 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from lmc_tf import config as config_lib
 from lmc_tf import io_utils
 from lmc_tf import models
 from lmc_tf import steps as steps_lib
@@ -31,13 +24,6 @@ from lmc_tf.errors import UserError
 from lmc_tf.models import masking
 from lmc_tf.training import loop
 from lmc_tf.training import optim
-
-HPARAMS = 'hparams.json'
-METRICS = 'metrics.json'
-WEIGHTS = 'weights.npz'
-MASK = 'mask.npz'
-CHECKPOINTS = 'checkpoints'
-
 
 @dataclasses.dataclass
 class Start:
@@ -74,22 +60,13 @@ def check_config(hparams, options, data):
   return clock
 
 
-def claim_run_dir(model_dir, hparams, lineage=None):
-  """Creates or reuses `model_dir` for `hparams` (and `lineage`: how the run's start state
-  was made, e.g. its IMP level); refuses a directory that holds another config."""
-  tf.io.gfile.makedirs(model_dir)
-  path = os.path.join(model_dir, HPARAMS)
+def description(hparams, lineage=None):
+  """What hparams.json holds: the config and, for a run started from another run's state,
+  how that start was made (`lineage`, e.g. its IMP level)."""
   wanted = hparams.to_dict()
   if lineage:
     wanted['lineage'] = lineage
-  if tf.io.gfile.exists(path):
-    found = io_utils.read_json(path)
-    if found != wanted:
-      diff = '; '.join(config_lib.differences(found, wanted)[:3])
-      raise UserError(f'{model_dir} holds a run of a different config ({diff}; found vs asked): '
-                      'use a new --model_dir')
-  else:
-    io_utils.write_json(path, wanted)
+  return wanted
 
 
 def weight_variables(model):
@@ -125,16 +102,6 @@ def assign_weights(model, weights):
     variable.assign(weights[path])
 
 
-def checkpoint_path(model_dir, iteration):
-  """The checkpoint of `model_dir` at `iteration`, or a UserError naming the fix."""
-  path = os.path.join(model_dir, CHECKPOINTS, f'ckpt-{iteration}')
-  if not tf.io.gfile.exists(path + '.index'):
-    raise UserError(f'{model_dir} has no checkpoint at iteration {iteration}: add '
-                    f"'{iteration}it' to RunOptions.checkpoint_at and train that run again "
-                    'in a new directory')
-  return path
-
-
 def _format_seconds(seconds):
   seconds = int(seconds)
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
@@ -146,19 +113,21 @@ def build_model(hparams, data):
                                    hparams.training.init_seed))
 
 
-def weights_at(model_dir, iteration, hparams, data, model=None):
-  """(weights, masks) of the run in `model_dir` at checkpoint `iteration`, read through
-  `model` (a model of these hparams, overwritten) or a new one."""
+def weights_at(run_dir, iteration, hparams, data, model=None):
+  """(weights, masks) of the run in `run_dir` (a path or a store.RunDir) at checkpoint
+  `iteration`, read through `model` (a model of these hparams, overwritten) or a new one."""
   model = model or build_model(hparams, data)
-  tf.train.Checkpoint(model=model).read(checkpoint_path(model_dir, iteration)).expect_partial()
+  checkpoint = store.RunDir(run_dir).checkpoint(iteration)
+  tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
   return weights_dict(model), masking.get_masks(model)
 
 
 class Run:
   """A model, its optimizer and checkpoints, built under `strategy` from `hparams`."""
 
-  def __init__(self, hparams, options, model_dir, data, strategy=None, start=None):
-    self.hparams, self.options, self.model_dir, self.data = hparams, options, model_dir, data
+  def __init__(self, hparams, options, run_dir, data, strategy=None, start=None):
+    self.hparams, self.options, self.data = hparams, options, data
+    self.run_dir = store.RunDir(run_dir)
     self.start = start
     self.strategy = strategy or tf.distribute.get_strategy()
     training = hparams.training
@@ -182,12 +151,11 @@ class Run:
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           first_iteration=self.first_iteration,
                                           elapsed_seconds=self.elapsed)
-    self.checkpoint_dir = os.path.join(model_dir, CHECKPOINTS)
     # Every worker of a multi-worker job saves (saving may take part in collectives);
     # all but the chief into a scratch directory that nobody reads.
     self.scratch_dir = None if workers.is_chief() else tempfile.mkdtemp(prefix='lmc_tf_worker_')
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, self.scratch_dir or self.checkpoint_dir, max_to_keep=None,
+        self.checkpoint, self.scratch_dir or self.run_dir.checkpoint_dir, max_to_keep=None,
         checkpoint_name='ckpt')
 
   def check_start(self):
@@ -215,16 +183,10 @@ class Run:
     candidates += [p for p in self.checkpoint_points if p > iteration]
     return min(candidates)
 
-  def saved_checkpoints(self):
-    """The run's checkpoint paths, latest first."""
-    indexes = tf.io.gfile.glob(os.path.join(self.checkpoint_dir, 'ckpt-*.index'))
-    paths = [path[:-len('.index')] for path in indexes]
-    return sorted(paths, key=lambda path: -int(path.rsplit('-', 1)[1]))
-
   def restore_or_initialize(self):
     """Restores the latest readable checkpoint (a corrupt one is skipped with a warning),
     or sets up the start state and checkpoints it."""
-    saved = self.saved_checkpoints()
+    saved = self.run_dir.checkpoints()
     workers.barrier(self.strategy)  # every worker has decided before the chief saves
     for path in saved:
       try:
@@ -233,11 +195,11 @@ class Run:
         logging.warning('Checkpoint %s is unreadable (%s); trying the one before it', path,
                         type(e).__name__)
         continue
-      logging.info('Resuming %s at iteration %d', self.model_dir, self.iteration)
+      logging.info('Resuming %s at iteration %d', self.run_dir, self.iteration)
       return
     if saved:
-      raise UserError(f'no checkpoint in {self.checkpoint_dir} is readable: delete '
-                      f'{self.model_dir} and run the same command again to start over')
+      raise UserError(f'no checkpoint in {self.run_dir.checkpoint_dir} is readable: delete '
+                      f'{self.run_dir} and run the same command again to start over')
     iteration = 0
     if self.start is not None:
       assign_weights(self.model, self.start.weights)
@@ -256,7 +218,7 @@ class Run:
   def train(self):
     """Trains from the current iteration to the end, checkpointing and logging on the way."""
     training = self.hparams.training
-    writer = io_utils.summary_writer(self.model_dir)
+    writer = io_utils.summary_writer(self.run_dir.path)
     start = self.iteration
     with writer.as_default(step=start):
       tf.summary.text('config/operative_gin', gin.markdown(gin.operative_config_str()))
@@ -301,24 +263,13 @@ class Run:
     for split in ('train', 'test'):
       for key, value in self.steps.evaluate(self.data, split).items():
         metrics[f'{split}_{key}'] = value
-    io_utils.write_npz(os.path.join(self.model_dir, WEIGHTS), weights_dict(self.model))
+    arrays = {store.WEIGHTS: weights_dict(self.model)}
     if self.start is not None and self.start.masks is not None:
-      io_utils.write_npz(os.path.join(self.model_dir, MASK), masking.get_masks(self.model))
-    io_utils.write_json(os.path.join(self.model_dir, METRICS), metrics)
+      arrays[store.MASK] = masking.get_masks(self.model)
+    self.run_dir.write_results(metrics, arrays)
     if self.scratch_dir:
       tf.io.gfile.rmtree(self.scratch_dir)
     return metrics
-
-
-def _weights_readable(model_dir):
-  """Whether a finished run's weights.npz is whole. If not, the run is finished again: it
-  resumes from its last checkpoint, so only the final evaluation and writes are redone."""
-  try:
-    io_utils.read_npz(os.path.join(model_dir, WEIGHTS))
-    return True
-  except UserError as e:
-    logging.warning('%s; finishing the run again from its last checkpoint', e)
-    return False
 
 
 def set_determinism(options):
@@ -327,29 +278,29 @@ def set_determinism(options):
     tf.config.experimental.enable_op_determinism()
 
 
-def train(hparams, options, model_dir, data, strategy=None, start=None, lineage=None):
-  """Trains (or resumes, or just reads) the run of `hparams` in `model_dir`; returns its metrics.
+def train(hparams, options, run_dir, data, strategy=None, start=None, lineage=None):
+  """Trains (or resumes, or just reads) the run of `hparams` in `run_dir` (a path or a
+  store.RunDir); returns its metrics.
 
   `start` begins the run from given weights, mask and iteration instead of the
   initialization; `lineage` records in hparams.json how that start was made.
   """
   strategy = strategy or tf.distribute.get_strategy()
+  run_dir = store.RunDir(run_dir)
   check_config(hparams, options, data)
-  with store.locked(model_dir, strategy):
-    metrics_path = os.path.join(model_dir, METRICS)
-    finished = tf.io.gfile.exists(metrics_path) and _weights_readable(model_dir)
+  with run_dir.locked(strategy):
+    finished = run_dir.finished()
     if not finished:
       # Everything is checked before the directory is claimed, so that a refused command
       # leaves nothing behind that would refuse the corrected one.
       set_determinism(options)
-      run = Run(hparams, options, model_dir, data, strategy, start)
+      run = Run(hparams, options, run_dir, data, strategy, start)
       run.check_start()
-    claim_run_dir(model_dir, hparams, lineage)
+    run_dir.claim(description(hparams, lineage))
     if finished:
-      logging.info('%s already finished; nothing to do', model_dir)
-      return io_utils.read_json(metrics_path)
-    io_utils.write_text(os.path.join(model_dir, 'operative_config.gin'),
-                        gin.operative_config_str())
+      logging.info('%s already finished; nothing to do', run_dir)
+      return run_dir.metrics()
+    run_dir.write_text(store.OPERATIVE_CONFIG, gin.operative_config_str())
     run.restore_or_initialize()
     run.train()
     metrics = run.finish()
