@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import analysis, lenet, parse
+from conftest import analysis, lenet, parse, run_binary
 from lmc_tf import config as config_lib
 from lmc_tf import store
 from lmc_tf import io_utils
@@ -167,6 +167,39 @@ def test_a_finished_run_with_truncated_weights_is_finished_again(tmp_path,
   assert trainer.train(hparams, options, str(tmp_path), data) == metrics
   again = io_utils.read_npz(str(weights))
   assert all(np.array_equal(whole[k], again[k]) for k in whole)
+
+
+@pytest.mark.parametrize('name,content', [
+    (store.HPARAMS, b'{"dataset": '), (store.HPARAMS, b'\x00\xff garbage'),
+    (store.METRICS, b'{"test_error": 0.1'), (store.METRICS, b'\x89PNG'),
+])
+def test_a_damaged_result_file_of_a_finished_run_is_named_with_the_fix(name, content, tmp_path,
+                                                                      fashion_mnist_splits):
+  hparams, options, data = _setup(fashion_mnist_splits, ["TrainingConfig.training_steps = '20it'"])
+  trainer.train(hparams, options, str(tmp_path), data)
+  (tmp_path / name).write_bytes(content)
+  with pytest.raises(UserError, match=f'{tmp_path / name} is unreadable .*: delete it .*and run '
+                     'the same command again'):
+    trainer.train(hparams, options, str(tmp_path), data)
+
+
+@pytest.mark.slow
+def test_an_analysis_interrupted_while_it_evaluates_resumes_bitwise(tmp_path):
+  """The copies are finished and the analysis' metrics.json is not yet written: a new process
+  evaluates them again, under the same deterministic ops as the first one."""
+  args = ['--gin_file=lenet_fashion_mnist.gin', '--gin_file=quick.gin',
+          "--gin_bindings=TrainingConfig.training_steps = '100it'",
+          '--gin_bindings=InterpolationConfig.num_alphas = 4', f'--model_dir={tmp_path}']
+  first = run_binary('lmc_tf.instability', *args)
+  assert first.returncode == 0, first.stderr[-1500:]
+  metrics = io_utils.read_json(str(tmp_path / store.METRICS))
+  (tmp_path / store.METRICS).unlink()
+  second = run_binary('lmc_tf.instability', *args)
+  assert second.returncode == 0, second.stderr[-1500:]
+  again = io_utils.read_json(str(tmp_path / store.METRICS))
+  for wall in (metrics, again):
+    wall.pop('wall_time_s')
+  assert again == metrics
 
 
 @pytest.mark.parametrize('text,message', [
