@@ -66,6 +66,10 @@ class RunOptions:
   checkpoint_at: Tuple[str, ...] = ()  # rewinding points, kept besides one per epoch and the end
   checkpoint_every_epoch: bool = True
   deterministic: bool = True  # tf.config.experimental.enable_op_determinism
+  # XLA-compile what runs on each replica (train step, evaluation, interpolation), as a TPU
+  # always does. Numbers differ from uncompiled ones in the last bits; a run may resume
+  # under the other setting.
+  jit_compile: bool = False
 
 
 @gin.configurable

@@ -88,6 +88,37 @@ def test_mirrored_over_two_devices_matches_default(default_run, tmp_path):
   assert_same_analysis(default_run, tmp_path / 'mirrored')
 
 
+@pytest.mark.slow
+def test_a_tpu_shaped_rehearsal_matches_default(tmp_path):
+  """What a TPU v4-8/v5e-8 runs: 8 replicas, each per-replica function XLA-compiled, a global
+  batch divisible by 8 (64 for LeNet, whose 60 does not split) and static shapes."""
+  batch = '--gin_bindings=TrainingConfig.batch_size = 64'
+  _finish(_analysis(tmp_path / 'default', batch))
+  output = _finish(_analysis(tmp_path / 'rehearsal', batch, '--strategy=mirrored',
+                             '--cpu_devices=8', '--gin_bindings=RunOptions.jit_compile = True'))
+  assert 'strategy mirrored: 8 replicas' in output
+  assert_same_analysis(tmp_path / 'default', tmp_path / 'rehearsal')
+
+
+def test_the_train_loop_carries_no_value_back_to_the_host(fashion_mnist_splits):
+  """The steps of a chunk never wait for each other's results: the loop carries only its
+  counter and iterator, no loss and no stop flag (a loss reduced to decide whether to go on
+  would make every step a round trip between host and devices)."""
+  from conftest import lenet  # pylint: disable=g-import-not-at-top
+  hparams, options, data = lenet(fashion_mnist_splits, [])
+  model = trainer.build_model(hparams, data)
+  training = hparams.training
+  optimizer = optim.make_optimizer(training, optim.make_schedule(
+      training, steps_lib.Clock(100, 100)), tf.Variable(0, dtype=tf.int64))
+  steps = loop.Steps(model, optimizer, tf.distribute.get_strategy(), training.batch_size)
+  iterator = iter(data.train_batches(training.batch_size, 0, 0, 100))
+  graph = steps.train_loop.get_concrete_function(iterator, tf.constant(5)).graph
+  loops = [op for op in graph.get_operations() if op.type in ('While', 'StatelessWhile')]
+  assert len(loops) == 1
+  carried = {tensor.dtype for tensor in loops[0].inputs}
+  assert carried <= {tf.int32, tf.int64, tf.resource, tf.variant}, carried
+
+
 def _free_ports(count):
   sockets = [socket.socket() for _ in range(count)]
   for s in sockets:
@@ -182,9 +213,10 @@ def test_step_functions_compile_with_xla(model_name, shape):
     assert not weights[mask == 0].any(), path
   # Evaluation and the interpolator's per-replica functions compile too.
   weights = tf.ones([16])
-  evaluate = tf.function(loop.Evaluator(model, strategy).replica_sums, jit_compile=True)
-  loss_sum, correct = evaluate(images, labels, weights)
-  assert np.isfinite(float(loss_sum)) and 0 <= float(correct) <= 16
+  evaluator = loop.Evaluator(model, strategy)
+  tf.function(evaluator.replica_sums, jit_compile=True)(images, labels, weights)
+  loss_sum, correct = float(evaluator.loss_sum.result()), float(evaluator.correct_sum.result())
+  assert np.isfinite(loss_sum) and 0 <= correct <= 16
   interpolator = interpolation.Interpolator(model, strategy)
   inputs = images
   if interpolator.split is not None:

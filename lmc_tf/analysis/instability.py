@@ -215,7 +215,7 @@ class Analysis:
     trained = time.time()
     model = self._model()
     self.reader = self._model()  # reads checkpoints for Appendix C
-    interpolator = interpolation.Interpolator(model, self.strategy)
+    interpolator = interpolation.Interpolator(model, self.strategy, self.options.jit_compile)
     if masks is None:
       masks = masking.get_masks(model)  # all ones
     finals = [d.read_arrays(store.WEIGHTS) for d in directories]

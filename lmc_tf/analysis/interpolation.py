@@ -7,9 +7,11 @@ linear in its kernel, so it computes X W1 and X (W2 - W1) once per batch and
 forms X W(a) = X W1 + a X (W2 - W1) for every alpha; only the rest of the
 network runs per alpha. The naive evaluator assigns W(a) and evaluates the
 model once per alpha; it is the reference, and the path used when BatchNorm
-statistics are recomputed. Both run under any strategy: weights are assigned
-in cross-replica context, each replica evaluates its slice of the batch, and
-the sums are reduced across replicas.
+statistics are recomputed. Both run under any strategy: each replica evaluates
+its slice of the batch into its own sums, which are added up once, when read.
+The batched path forms W(a) on each device from device copies of W1 and
+W2 - W1, so no weights cross between host and devices per alpha or batch; the
+naive path assigns W(a) once per alpha.
 """
 import numpy as np
 import tensorflow as tf
@@ -35,18 +37,27 @@ def _first_layer_split(model):
   return first, head, tail
 
 
+def _assign_interpolation(variable, start, delta, alpha):
+  return variable.assign(start + alpha * delta)
+
+
 class Interpolator:
   """Evaluates interpolations of two weight dicts on a split of a dataset."""
 
-  def __init__(self, model, strategy=None):
+  def __init__(self, model, strategy=None, jit_compile=False):
     self.model = model
     self.strategy = strategy or tf.distribute.get_strategy()
     self.variables = trainer.weight_variables(model)
     self.split = _first_layer_split(model)
+    self._start = self._delta = None  # device copies of W1 and W2 - W1
+    self._sums = {}  # number of alphas -> per-replica [loss sums, hit sums]
+    self._layer_terms = loop.compiled(self._first_layer_terms, jit_compile)
+    self._alpha_step = loop.compiled(self._add_alpha_sums, jit_compile)
+    self._replica_predictions = loop.compiled(self._replica_predictions_fn, jit_compile)
     self._batched = tf.function(self._batched_curve)
     self._predictions = tf.function(self._gathered_predictions)
     self._train_mode_call = tf.function(self._replica_train_mode_call)
-    self.evaluator = loop.Evaluator(model, self.strategy)
+    self.evaluator = loop.Evaluator(model, self.strategy, jit_compile)
 
   def assign(self, weights_a, weights_b, alpha):
     for path, variable in self.variables.items():
@@ -54,30 +65,56 @@ class Interpolator:
 
   # The batched path.
 
-  def _batched_curve(self, dataset, alphas, start, delta):
+  def _batched_curve(self, dataset, alphas, sums):
+    """Adds, on each replica, the summed loss and hits of W(alphas[i]) on its slices to
+    sums[0][i] and sums[1][i]. W(a) is formed on each device from its own copies of W1
+    and W2 - W1 (`_start`, `_delta`): nothing crosses between host and devices per alpha."""
     count = tf.shape(alphas)[0]
-    loss_sums = tf.zeros([count])
-    correct_sums = tf.zeros([count])
     paths = list(self.variables)
     if self.split is not None:
       first_kernel = paths.index(self.split[0].kernel_path)
     for images, labels, weights in dataset:
       if self.split is not None:
-        inputs = self.strategy.run(self._first_layer_terms,
-                                   args=(images, start[first_kernel], delta[first_kernel]))
+        inputs = self.strategy.run(self._layer_terms, args=(
+            images, self._start[first_kernel], self._delta[first_kernel]))
       else:
         inputs = images
       for i in tf.range(count):
         alpha = alphas[i]
         for j, path in enumerate(paths):
-          self.variables[path].assign(start[j] + alpha * delta[j])
-        losses, correct = self.strategy.run(self._alpha_sums, args=(inputs, labels, weights,
-                                                                     alpha))
-        at_i = tf.one_hot(i, count)
-        loss_sums += at_i * self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-        correct_sums += at_i * self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct,
-                                                    axis=None)
-    return loss_sums, correct_sums
+          self.strategy.extended.update(self.variables[path], _assign_interpolation,
+                                        args=(self._start[j], self._delta[j], alpha))
+        self.strategy.run(self._alpha_step, args=(inputs, labels, weights, alpha,
+                                                      tf.one_hot(i, count), sums))
+
+  def _add_alpha_sums(self, inputs, labels, weights, alpha, at_alpha, sums):
+    loss, hits = self._alpha_sums(inputs, labels, weights, alpha)
+    sums[0].assign_add(at_alpha * loss)
+    sums[1].assign_add(at_alpha * hits)
+
+  def _endpoint_variables(self, weights_a, weights_b):
+    """Puts W1 and W2 - W1 into device variables (created once), for `_batched_curve`."""
+    paths = list(self.variables)
+    if self._start is None:
+      with self.strategy.scope():
+        self._start = [tf.Variable(tf.zeros_like(self.variables[p]), trainable=False)
+                       for p in paths]
+        self._delta = [tf.Variable(tf.zeros_like(self.variables[p]), trainable=False)
+                       for p in paths]
+    for j, path in enumerate(paths):
+      self._start[j].assign(weights_a[path])
+      self._delta[j].assign(np.asarray(weights_b[path], np.float32) - weights_a[path])
+
+  def _alpha_sum_variables(self, count):
+    """Per-replica sums of loss and hits for `count` alphas: summed over replicas when read."""
+    if count not in self._sums:
+      with self.strategy.scope():
+        self._sums[count] = [tf.Variable(
+            tf.zeros([count]), trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.SUM) for _ in range(2)]
+    for variable in self._sums[count]:
+      variable.assign(tf.zeros([count]))
+    return self._sums[count]
 
   def _first_layer_terms(self, images, kernel_start, kernel_delta):
     """(X W1, X (W2 - W1)) of the first weighted layer, on one replica's batch."""
@@ -118,12 +155,12 @@ class Interpolator:
         errors.append(result['error'])
       return {'loss': losses, 'error': errors}
     dataset, count = loop.eval_dataset(data, split, self.strategy)
-    paths = list(self.variables)
-    start = [tf.constant(weights_a[p], tf.float32) for p in paths]
-    delta = [tf.constant(np.asarray(weights_b[p], np.float32) - weights_a[p]) for p in paths]
-    loss_sums, correct_sums = self._batched(dataset, tf.constant(alphas), start, delta)
-    return {'loss': [float(v) / count for v in loss_sums.numpy()],
-            'error': [1.0 - float(v) / count for v in correct_sums.numpy()]}
+    self._endpoint_variables(weights_a, weights_b)
+    sums = self._alpha_sum_variables(len(alphas))
+    self._batched(dataset, tf.constant(alphas), sums)
+    loss_sums, correct_sums = (variable.read_value().numpy() for variable in sums)
+    return {'loss': [float(v) / count for v in loss_sums],
+            'error': [1.0 - float(v) / count for v in correct_sums]}
 
   def recompute_batch_norm(self, batches):
     """Replaces BatchNorm running statistics by their averages over `batches` (train mode).
@@ -160,13 +197,14 @@ class Interpolator:
   def _replica_train_mode_call(self, images):
     self.strategy.run(lambda x: self.model(x, training=True), args=(images,))
 
+  def _replica_predictions_fn(self, images, labels, weights):
+    logits = loop.split_outputs(self.model(images, training=False))[0]
+    return (loop.cross_entropy(labels, logits), tf.argmax(logits, -1, output_type=tf.int32),
+            labels, weights)
+
   def _gathered_predictions(self, images, labels, weights):
     """(losses, predictions, labels, weights) of a batch, gathered from all replicas."""
-    def replica_fn(images, labels, weights):
-      logits = loop.split_outputs(self.model(images, training=False))[0]
-      return (loop.cross_entropy(labels, logits), tf.argmax(logits, -1, output_type=tf.int32),
-              labels, weights)
-    per_replica = self.strategy.run(replica_fn, args=(images, labels, weights))
+    per_replica = self.strategy.run(self._replica_predictions, args=(images, labels, weights))
     return [self.strategy.gather(t, axis=0) for t in per_replica]
 
   def per_example(self, weights, data, split, bn_data=None):

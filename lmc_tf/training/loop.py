@@ -1,8 +1,11 @@
 """Compiled training and evaluation steps that run unchanged under any tf.distribute strategy.
 
 The train loop runs many steps inside one tf.function (as Orbit does), so the
-host only returns between log, evaluation and checkpoint points. Steps have no
-Python side effects and static shapes, as TPUs need.
+host only returns between log, evaluation and checkpoint points. Nothing in a
+step goes back to the host: the loss is kept in metrics on the devices, a
+non-finite loss is counted there and checked once per chunk of steps, and
+evaluation sums stay on the devices until the pass ends. Steps have no Python
+side effects and static shapes, as TPUs need.
 """
 import math
 
@@ -47,6 +50,11 @@ def split_outputs(outputs):
   return outputs, None
 
 
+def compiled(fn, jit_compile):
+  """`fn` XLA-compiled (to be run per replica by strategy.run), or `fn` as it is."""
+  return tf.function(fn, jit_compile=True) if jit_compile else fn
+
+
 def cross_entropy(labels, logits):
   return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
@@ -55,7 +63,7 @@ class Steps:
   """The train loop (and an Evaluator) of one model and optimizer under one strategy."""
 
   def __init__(self, model, optimizer, strategy, global_batch_size, weight_decay=0.0,
-               aux_loss_weight=0.4):
+               aux_loss_weight=0.4, jit_compile=False):
     self.model = model
     self.optimizer = optimizer
     self.strategy = strategy
@@ -65,8 +73,11 @@ class Steps:
     with strategy.scope():
       self.train_loss = tf.keras.metrics.Mean('train_loss')
       self.train_accuracy = tf.keras.metrics.SparseCategoricalAccuracy('train_accuracy')
+      # Steps whose loss was not finite, summed over replicas; read once per chunk.
+      self.nonfinite_steps = tf.keras.metrics.Sum('nonfinite_steps')
+    self._replica_step = compiled(self.replica_step, jit_compile)
     self.train_loop = tf.function(self._train_loop)
-    self.evaluate = Evaluator(model, strategy).evaluate
+    self.evaluate = Evaluator(model, strategy, jit_compile).evaluate
 
   def replica_step(self, images, labels):
     """One step on one replica's share of the batch; returns its share of the loss."""
@@ -85,47 +96,52 @@ class Steps:
     self.optimizer.apply_gradients(zip(gradients, variables))
     self.train_loss.update_state(per_example)
     self.train_accuracy.update_state(labels, logits)
+    self.nonfinite_steps.update_state(1.0 - tf.cast(tf.math.is_finite(loss), tf.float32))
     return loss
 
   def _train_loop(self, iterator, num_steps):
-    """Runs up to num_steps steps; stops early after a step whose loss is not finite."""
-    done = tf.constant(0, tf.int32)
-    loss = tf.constant(0.0)
+    """Runs num_steps steps, with no value going back to the host between them."""
     for _ in tf.range(num_steps):
       images, labels = next(iterator)
-      per_replica = self.strategy.run(self.replica_step, args=(images, labels))
-      loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-      done += 1
-      if not tf.math.is_finite(loss):
-        break
-    return done, loss
+      self.strategy.run(self._replica_step, args=(images, labels))
+
+  def first_nonfinite_step(self, num_steps):
+    """Of the last `num_steps` steps run since the count was reset, the first (1-based) whose
+    loss was not finite, or None. A non-finite loss makes the weights non-finite, so every
+    step after it is too: the count of such steps, per replica, says where they began."""
+    count = float(self.nonfinite_steps.result()) / self.strategy.num_replicas_in_sync
+    self.nonfinite_steps.reset_state()
+    return None if count == 0 else num_steps - int(round(count)) + 1
 
 
 class Evaluator:
   """Loss and error of a model on a split, under a strategy; padding examples weigh 0."""
 
-  def __init__(self, model, strategy):
+  def __init__(self, model, strategy, jit_compile=False):
     self.model = model
     self.strategy = strategy
+    self._replica_sums = compiled(self.replica_sums, jit_compile)
+    with strategy.scope():  # each replica adds to its own sums; they are summed when read
+      self.loss_sum = tf.keras.metrics.Sum('eval_loss_sum')
+      self.correct_sum = tf.keras.metrics.Sum('eval_correct_sum')
     self._evaluate = tf.function(self._evaluate_dataset)
 
   def _evaluate_dataset(self, dataset):
-    loss_sum, correct_sum = tf.constant(0.0), tf.constant(0.0)
     for images, labels, weights in dataset:
-      loss, correct = self.strategy.run(self.replica_sums, args=(images, labels, weights))
-      loss_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-      correct_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None)
-    return loss_sum, correct_sum
+      self.strategy.run(self._replica_sums, args=(images, labels, weights))
 
   def replica_sums(self, images, labels, weights):
-    """(summed loss, number correct) of one replica's batch."""
+    """Adds the summed loss and the number correct of one replica's batch to its sums."""
     logits, _ = split_outputs(self.model(images, training=False))
     correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-    return (tf.reduce_sum(cross_entropy(labels, logits) * weights),
-            tf.reduce_sum(correct * weights))
+    self.loss_sum.update_state(tf.reduce_sum(cross_entropy(labels, logits) * weights))
+    self.correct_sum.update_state(tf.reduce_sum(correct * weights))
 
   def evaluate(self, data, split):
     """{'loss', 'error'} of the model on a split ('test' or 'train') of `data`."""
     dataset, count = eval_dataset(data, split, self.strategy)
-    loss_sum, correct_sum = self._evaluate(dataset)
-    return {'loss': float(loss_sum) / count, 'error': 1.0 - float(correct_sum) / count}
+    self.loss_sum.reset_state()
+    self.correct_sum.reset_state()
+    self._evaluate(dataset)
+    return {'loss': float(self.loss_sum.result()) / count,
+            'error': 1.0 - float(self.correct_sum.result()) / count}

@@ -147,7 +147,7 @@ class Run:
       self.optimizer.build(self.model.trainable_variables)
       self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.steps = loop.Steps(self.model, self.optimizer, self.strategy, training.batch_size,
-                            training.weight_decay, training.aux_loss_weight)
+                            training.weight_decay, training.aux_loss_weight, options.jit_compile)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           first_iteration=self.first_iteration,
                                           elapsed_seconds=self.elapsed)
@@ -228,10 +228,12 @@ class Run:
     iteration = start
     while iteration < self.clock.total:
       stop = self._next_stop(iteration)
-      done, loss = self.steps.train_loop(iterator, tf.constant(stop - iteration))
-      if not tf.math.is_finite(loss):
-        raise UserError(f'loss is {float(loss)} at iteration {iteration + int(done) - 1}: lower '
-                        'the learning rate or check the data')
+      self.steps.train_loop(iterator, tf.constant(stop - iteration))
+      first = self.steps.first_nonfinite_step(stop - iteration)
+      if first is not None:
+        loss = float(self.steps.train_loss.result())
+        raise UserError(f'loss is {loss} at iteration {iteration + first - 1}: lower the '
+                        'learning rate or check the data')
       iteration = stop
       self.elapsed.assign(elapsed_before + time.time() - began)
       with writer.as_default(step=iteration):
