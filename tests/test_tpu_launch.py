@@ -4,6 +4,7 @@ The launcher runs as a subprocess, as a person would run it; no TensorFlow and n
 access are needed. The remote commands are also run here by bash against a fake worker
 (a fake metadata server answer and a fake Python) to check their quoting and expansion.
 """
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -22,7 +23,13 @@ SWEEP_FLAGS = ['--', '--gin_file=resnet20_cifar10.gin', '--gin_file=my sweep.gin
                f'--model_dir={SWEEP_DIR}']
 METADATA = ('W=$(curl -sf -H "Metadata-Flavor: Google" http://metadata.google.internal/'
             'computeMetadata/v1/instance/attributes/agent-worker-number)')
-PJRT = 'NEXT_PLUGGABLE_DEVICE_USE_C_API=true TF_PLUGGABLE_DEVICE_LIBRARY_PATH=/lib/libtpu.so'
+_spec = importlib.util.spec_from_file_location('launch', LAUNCH)
+launch_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launch_module)
+# The worker's shell finds libtpu: site-packages/libtpu/libtpu.so for a pip-installed
+# tensorflow-tpu (the path Google's TensorFlow TPU configurations set), else the image's.
+PJRT = ('NEXT_PLUGGABLE_DEVICE_USE_C_API=true '
+        f'TF_PLUGGABLE_DEVICE_LIBRARY_PATH="{launch_module.LIBTPU_PATH}"')
 ARCHIVE = os.path.join(tempfile.gettempdir(), 'lmc_tf-{}.tar.gz')
 INSTALL = ('mkdir -p ~/lmc_tf && find ~/lmc_tf -mindepth 1 -maxdepth 1 ! -name .venv -exec '
            'rm -rf {} + && tar -xzf ~/lmc_tf.tar.gz -C ~/lmc_tf && '
@@ -84,7 +91,9 @@ def test_v3_8_run_instability():
 def test_v4_32_create_install_delete():
   assert dry_run('create', *V4, '--project=my-project', '--spot') == [gcloud(
       'create', 'lmc-v4', 'us-central2-b', '--project=my-project', '--accelerator-type=v4-32',
-      '--version=tpu-vm-tf-2.16.1-pod-pjrt', '--spot')]
+      # The multi-host runtime Google's TPU software versions page names, and the one of
+      # Google's own TensorFlow pod test configurations.
+      '--version=tpu-vm-tf-2.16.0-pod-pjrt', '--spot')]
   archive = ARCHIVE.format('lmc-v4')
   install = dry_run('install', *V4)
   assert install[1] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'scp', archive,
@@ -118,7 +127,7 @@ def test_v4_32_sweep_split_over_its_4_hosts():
       '--worker_index="$W" --num_workers=4'))
 
 
-def _run_on_fake_worker(tmp_path, remote, worker_number):
+def _run_on_fake_worker(tmp_path, remote, worker_number, extra_env=None):
   """Runs a --command payload with bash as a worker would, with curl and python faked."""
   home = tmp_path / 'home'
   venv_bin = home / 'lmc_tf' / '.venv' / 'bin'
@@ -126,12 +135,15 @@ def _run_on_fake_worker(tmp_path, remote, worker_number):
   fake_bin = tmp_path / 'bin'
   fake_bin.mkdir()
   (fake_bin / 'curl').write_text(f'#!/bin/sh\necho {worker_number}\n')
+  # The fake Python runs `-c` snippets (the libtpu lookup) with the real one.
   (venv_bin / 'python').write_text(
-      '#!/bin/sh\necho "cwd=$(pwd)"\necho "TFDS_DATA_DIR=$TFDS_DATA_DIR"\n'
-      'echo "TPU_VISIBLE_CHIPS=$TPU_VISIBLE_CHIPS"\nfor a in "$@"; do echo "arg=$a"; done\n')
+      f'#!/bin/sh\nif [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\n'
+      'echo "cwd=$(pwd)"\necho "TFDS_DATA_DIR=$TFDS_DATA_DIR"\n'
+      'echo "TPU_VISIBLE_CHIPS=$TPU_VISIBLE_CHIPS"\n'
+      'echo "LIBTPU=$TF_PLUGGABLE_DEVICE_LIBRARY_PATH"\nfor a in "$@"; do echo "arg=$a"; done\n')
   for script in (fake_bin / 'curl', venv_bin / 'python'):
     script.chmod(0o755)
-  env = {'HOME': str(home), 'PATH': f'{fake_bin}:/usr/bin:/bin'}
+  env = {'HOME': str(home), 'PATH': f'{fake_bin}:/usr/bin:/bin', **(extra_env or {})}
   result = subprocess.run(['bash', '-c', remote], capture_output=True, text=True, env=env,
                           timeout=30)
   assert result.returncode == 0, result.stderr
@@ -144,10 +156,33 @@ def test_split_sweep_command_expands_on_a_worker(tmp_path):
   lines = _run_on_fake_worker(tmp_path, command[-1][len('--command='):], 3)
   assert lines == [
       f'cwd={tmp_path}/home/lmc_tf', f'TFDS_DATA_DIR={TFDS}', 'TPU_VISIBLE_CHIPS=0,1,2,3',
-      'arg=-m', 'arg=lmc_tf.sweep', 'arg=--gin_file=resnet20_cifar10.gin',
+      'LIBTPU=/lib/libtpu.so', 'arg=-m', 'arg=lmc_tf.sweep', 'arg=--gin_file=resnet20_cifar10.gin',
       'arg=--gin_file=my sweep.gin', f'arg=--model_dir={SWEEP_DIR}', 'arg=--strategy=tpu',
       'arg=--tpu=local', f'arg=--tfds_data_dir={TFDS}', 'arg=--worker_index=3',
       'arg=--num_workers=4']
+
+
+def test_a_pip_installed_libtpu_is_found_in_site_packages(tmp_path):
+  site_packages = tmp_path / 'site-packages'
+  (site_packages / 'libtpu').mkdir(parents=True)
+  (site_packages / 'libtpu' / '__init__.py').write_text('')
+  [command] = dry_run('run', *V3, '--binary=train', '--', '--model_dir=gs://b/r')
+  lines = _run_on_fake_worker(tmp_path, command[-1][len('--command='):], 0,
+                              {'PYTHONPATH': str(site_packages)})
+  assert f'LIBTPU={site_packages}/libtpu/libtpu.so' in lines
+
+
+def test_versions_lists_the_runtimes_of_a_zone():
+  assert dry_run('versions', '--zone=us-central2-b', '--project=p') == [
+      ['gcloud', 'compute', 'tpus', 'tpu-vm', 'versions', 'list', '--zone=us-central2-b',
+       '--project=p']]
+
+
+def test_another_runtime_is_taken_with_a_warning():
+  result = launch('create', *V4, '--runtime_version=tpu-vm-tf-2.18.0-pod-pjrt', '--dry_run')
+  assert result.returncode == 0
+  assert '--version=tpu-vm-tf-2.18.0-pod-pjrt' in result.stdout
+  assert result.stderr.startswith('warning: tpu-vm-tf-2.18.0-pod-pjrt is not one of the')
 
 
 def test_install_command_is_valid_bash():
@@ -170,10 +205,18 @@ def test_install_command_is_valid_bash():
      '--num_workers is set by the launcher'),
     (['sweep', *V4, '--pod_mode=per_host', '--', '--model_dir=runs/sweep'],
      'needs a --model_dir that every host sees'),
-    (['sweep', *V4, '--pod_mode=per_host', '--version=tpu-vm-tf-2.16.1-pod-pjrt', '--',
+    (['sweep', *V4, '--pod_mode=per_host', '--version=tpu-vm-tf-2.16.0-pod-pjrt', '--',
       '--model_dir=gs://b/s'], 'needs a runtime without -pod'),
     (['create', *V4, '--version=tpu-vm-tf-2.16.1-pjrt'], '--pod_mode=slice drives every host'),
     (['delete', *V3, '--', '--model_dir=x'], 'delete takes no binary flags'),
+    # On a pod slice, checkpoint I/O runs on each variable's host and every host reads data.
+    (['run', *V4, '--binary=train', '--', '--model_dir=runs/x'],
+     '--model_dir=runs/x is not on Cloud Storage'),
+    (['sweep', *V4, '--tfds_data_dir=/data/tfds', '--', '--model_dir=gs://b/s'],
+     '--tfds_data_dir=/data/tfds is not on Cloud Storage'),
+    (['run', *V4, '--binary=train', '--', '--model_dir=gs://b/r', '--data_dir=/data'],
+     '--data_dir=/data is not on Cloud Storage'),
+    (['create', *V3, '--runtime_version=tf-2.16'], 'is not a TensorFlow TPU VM runtime'),
 ])
 def test_bad_input_is_one_line_and_nonzero(args, message):
   at = args.index('--') if '--' in args else len(args)

@@ -8,6 +8,7 @@ r"""Creates Cloud TPU VMs, installs lmc_tf on their workers, runs binaries and s
       -- --gin_file=resnet20_cifar10.gin --model_dir=gs://BUCKET/runs/resnet20_k0
   python tpu/launch.py sweep   --name=lmc ... -- --gin_file=... --model_dir=gs://BUCKET/runs/sweep
   python tpu/launch.py delete  --name=lmc --zone=us-central2-b --accelerator_type=v4-32
+  python tpu/launch.py versions --zone=us-central2-b   # the runtimes gcloud offers there
 
 Every subcommand takes --dry_run: print the commands, one per line, shell-quoted, and run
 nothing. Without it they run in order and the first failure stops the launcher with one
@@ -40,10 +41,25 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runtime ("software") versions: tpu-vm-tf-x.y.z[-pod][-pjrt|-se]; `-pod` marks a multi-host
-# slice (https://cloud.google.com/tpu/docs/runtimes). 2.16.1 is the newest TensorFlow in the
-# list of supported TPU VM versions we could read; pass --version for another.
+# slice. `gcloud compute tpus tpu-vm versions list --zone=ZONE` is the authority (the
+# `versions` subcommand runs it); these are the runtimes Google's documentation names:
+#  - tpu-vm-tf-2.16.1-pjrt: the single-host TensorFlow runtime of the TPU software versions
+#    page (https://cloud.google.com/tpu/docs/runtimes) and of the TensorFlow quickstart;
+#  - tpu-vm-tf-2.16.0-pod-pjrt: the multi-host example of the same page ("if you are using
+#    TensorFlow 2.16.0 on a multi-host TPU, use tpu-vm-tf-2.16.0-pod-pjrt"), also the runtime
+#    of Google's own TensorFlow pod test configurations. No 2.16.1 pod runtime is named.
+# Newer tensorflow-tpu wheels (up to 2.20) exist on PyPI, but their pod images have open
+# TensorFlow issues (a segfault on import with 2.18, a hang in experimental_connect_to_cluster
+# with 2.19); --runtime_version picks another runtime at your own risk.
 SINGLE_HOST_RUNTIME = 'tpu-vm-tf-2.16.1-pjrt'
-POD_RUNTIME = 'tpu-vm-tf-2.16.1-pod-pjrt'
+POD_RUNTIME = 'tpu-vm-tf-2.16.0-pod-pjrt'
+DOCUMENTED_RUNTIMES = (SINGLE_HOST_RUNTIME, POD_RUNTIME)
+RUNTIME_PATTERN = r'tpu-vm-tf-\d+\.\d+\.\d+(-pod)?(-pjrt|-se)?'
+# Where a pip-installed tensorflow-tpu's libtpu lives: site-packages/libtpu/libtpu.so (as
+# Google's TensorFlow TPU configurations set TF_PLUGGABLE_DEVICE_LIBRARY_PATH); the runtime
+# images carry it at /lib/libtpu.so. The worker's shell picks the one it has.
+LIBTPU_PATH = ('$(.venv/bin/python -c "import importlib.util as u; s = u.find_spec(\'libtpu\'); '
+               'print(s.submodule_search_locations[0] + \'/libtpu.so\' if s else \'/lib/libtpu.so\')")')
 
 # Each TPU VM host has 4 chips (v2, v3: 2 TensorCores each, 8 cores per host; v4, v5p: 2
 # TensorCores each); the suffix of v2/v3/v4/v5p types counts TensorCores, so hosts = N / 8
@@ -104,8 +120,13 @@ def _gcloud(verb, *operands, args):
 
 
 def runtime_version(args, tpu):
-  if args.version:
-    return args.version
+  """--runtime_version (a tpu-vm-tf-* name), or the documented runtime for the slice."""
+  if args.runtime_version:
+    if not re.fullmatch(RUNTIME_PATTERN, args.runtime_version):
+      raise LaunchError(f'--runtime_version={args.runtime_version} is not a TensorFlow TPU VM '
+                        'runtime (tpu-vm-tf-X.Y.Z[-pod][-pjrt]): see `tpu/launch.py versions '
+                        '--zone=ZONE`')
+    return args.runtime_version
   if tpu.hosts > 1 and args.pod_mode == 'slice':
     return POD_RUNTIME
   return SINGLE_HOST_RUNTIME
@@ -153,11 +174,12 @@ def _layout(args, tpu):
   if args.pod_mode == 'slice':
     if '-pod' not in version:
       raise LaunchError(f'--pod_mode=slice drives every host from worker 0 and needs a -pod '
-                        f'runtime, not --version={version} (e.g. {POD_RUNTIME})')
+                        f'runtime, not --runtime_version={version} (e.g. {POD_RUNTIME})')
     return 'slice'
   if '-pod' in version:
     raise LaunchError(f'--pod_mode=per_host runs each host on its own and needs a runtime '
-                      f'without -pod, not --version={version} (e.g. {SINGLE_HOST_RUNTIME})')
+                      f'without -pod, not --runtime_version={version} (e.g. '
+                      f'{SINGLE_HOST_RUNTIME})')
   return 'per_host'
 
 
@@ -171,7 +193,7 @@ def _tpu_environment(args, tpu, layout):
   if 'pjrt' in version:
     # TensorFlow's PJRT TPU runtime is loaded as a pluggable device.
     env.update(NEXT_PLUGGABLE_DEVICE_USE_C_API='true',
-               TF_PLUGGABLE_DEVICE_LIBRARY_PATH='/lib/libtpu.so')
+               TF_PLUGGABLE_DEVICE_LIBRARY_PATH=LIBTPU_PATH)
   if layout == 'per_host':
     env.update(TPU_PROCESS_BOUNDS='1,1,1', TPU_CHIPS_PER_PROCESS_BOUNDS=CHIPS_PER_HOST_BOUNDS,
                TPU_VISIBLE_CHIPS='0,1,2,3')
@@ -212,7 +234,8 @@ def remote_command(args, tpu, binary, flags, layout, split):
   env = {**_tpu_environment(args, tpu, layout), **_user_environment(args)}
   parts = [f'cd {REMOTE_DIR}']
   if env:
-    parts.append('export ' + ' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items()))
+    parts.append('export ' + ' '.join(
+        f'{k}="{v}"' if v == LIBTPU_PATH else f'{k}={shlex.quote(v)}' for k, v in env.items()))
   extra = []
   if binary in TPU_BINARIES:
     extra.append(f'--tpu={args.name}' if layout == 'slice' else '--tpu=local')
@@ -239,9 +262,23 @@ def remote_command(args, tpu, binary, flags, layout, split):
   return ' && '.join(parts)
 
 
+def _check_slice_paths(args, flags):
+  """On a pod slice every host reads the data and writes checkpoints (each variable on its
+  own host), so paths must be ones every host sees: gs://."""
+  paths = {'--model_dir': _flag_value(flags, '--model_dir'),
+           '--data_dir': _flag_value(flags, '--data_dir'),
+           '--tfds_data_dir': args.tfds_data_dir or _flag_value(flags, '--tfds_data_dir')}
+  for name, path in paths.items():
+    if path and not path.startswith('gs://'):
+      raise LaunchError(f'{name}={path} is not on Cloud Storage: every host of a pod slice '
+                        'reads and writes it, so give gs://BUCKET/...')
+
+
 def binary_commands(args, tpu, binary, flags, sweep):
   _check_binary_flags(flags, binary)
   layout = _layout(args, tpu)
+  if layout == 'slice':
+    _check_slice_paths(args, flags)
   split = sweep and layout in ('local', 'per_host')
   if split and layout == 'per_host':
     model_dir = _flag_value(flags, '--model_dir') or ''
@@ -256,6 +293,10 @@ def binary_commands(args, tpu, binary, flags, sweep):
 
 def plan(args, flags):
   """The commands of a parsed command line, in order."""
+  if args.command == 'versions':
+    project = [f'--project={args.project}'] if args.project else []
+    return [['gcloud', 'compute', 'tpus', 'tpu-vm', 'versions', 'list', f'--zone={args.zone}']
+            + project]
   tpu = parse_accelerator_type(args.accelerator_type)
   if not re.fullmatch(r'[a-z]([-a-z0-9]*[a-z0-9])?', args.name or ''):
     raise LaunchError(f'bad TPU name {args.name!r}: lowercase letters, digits and hyphens, '
@@ -284,8 +325,10 @@ def _parser():
   common.add_argument('--accelerator_type', required=True,
                       help='v2-8, v3-8, v4-8, v4-32, v5p-8, v5litepod-8, ...')
   common.add_argument('--project', help='Google Cloud project (default: gcloud config).')
-  common.add_argument('--version', help=f'TPU runtime version (default: {SINGLE_HOST_RUNTIME} '
-                      f'for one host or --pod_mode=per_host, {POD_RUNTIME} for a pod slice).')
+  common.add_argument('--runtime_version', '--version', dest='runtime_version',
+                      help=f'TPU runtime (software) version (default: {SINGLE_HOST_RUNTIME} for '
+                      f'one host or --pod_mode=per_host, {POD_RUNTIME} for a pod slice); '
+                      '`versions` lists those of a zone.')
   common.add_argument('--pod_mode', choices=('slice', 'per_host'), default='slice',
                       help='multi-host slices: one process over the whole slice (slice), or '
                       "each host its own share of a sweep (per_host, untested). Pass the same "
@@ -320,6 +363,12 @@ def _parser():
                          help=f'run in the background under nohup, logging to {LOG_DIR}/.')
   sub.add_parser('delete', parents=[common], allow_abbrev=False,
                  help='gcloud compute tpus tpu-vm delete')
+  versions = sub.add_parser('versions', allow_abbrev=False,
+                            help='gcloud compute tpus tpu-vm versions list: the runtimes of a '
+                            'zone')
+  versions.add_argument('--zone', required=True)
+  versions.add_argument('--project')
+  versions.add_argument('--dry_run', action='store_true')
   return parser
 
 
@@ -346,6 +395,9 @@ def main(argv=None):
     if flags and args.command not in ('run', 'sweep'):
       raise LaunchError(f'{args.command} takes no binary flags after --')
     commands = plan(args, flags)
+    if getattr(args, 'runtime_version', None) not in (None,) + DOCUMENTED_RUNTIMES:
+      print(f'warning: {args.runtime_version} is not one of the runtimes this launcher was '
+            f'written against ({", ".join(DOCUMENTED_RUNTIMES)})', file=sys.stderr)
     if args.dry_run:
       for command in commands:
         print(shlex.join(command))

@@ -51,8 +51,15 @@ def split_outputs(outputs):
 
 
 def compiled(fn, jit_compile):
-  """`fn` XLA-compiled (to be run per replica by strategy.run), or `fn` as it is."""
-  return tf.function(fn, jit_compile=True) if jit_compile else fn
+  """`fn` XLA-compiled (to be run per replica by strategy.run), or `fn` as it is.
+
+  Each call makes a compiled function of its own: callers run inside a tf.function, so this
+  happens once per replica when that is traced. One compiled function shared by the replicas
+  would be placed on the first replica's device, from where XLA cannot reach the others'
+  variables."""
+  if not jit_compile:
+    return fn
+  return lambda *args: tf.function(fn, jit_compile=True)(*args)
 
 
 def cross_entropy(labels, logits):
@@ -75,12 +82,20 @@ class Steps:
       self.train_accuracy = tf.keras.metrics.SparseCategoricalAccuracy('train_accuracy')
       # Steps whose loss was not finite, summed over replicas; read once per chunk.
       self.nonfinite_steps = tf.keras.metrics.Sum('nonfinite_steps')
-    self._replica_step = compiled(self.replica_step, jit_compile)
+    self._gradients = compiled(self.gradients, jit_compile)
     self.train_loop = tf.function(self._train_loop)
     self.evaluate = Evaluator(model, strategy, jit_compile).evaluate
 
   def replica_step(self, images, labels):
     """One step on one replica's share of the batch; returns its share of the loss."""
+    loss, gradients = self._gradients(images, labels)
+    self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+    return loss
+
+  def gradients(self, images, labels):
+    """(loss share, gradients) of one replica's share of the batch, its metrics updated.
+    This is what RunOptions.jit_compile compiles: the update after it sums the replicas'
+    gradients (a merge_call), which a compiled function nested in strategy.run may not do."""
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       logits, aux_logits = split_outputs(self.model(images, training=True))
@@ -93,17 +108,16 @@ class Steps:
       # Gradients are summed over replicas, so each adds its share of the decay.
       decay = self.weight_decay / self.strategy.num_replicas_in_sync
       gradients = [g + decay * v for g, v in zip(gradients, variables)]
-    self.optimizer.apply_gradients(zip(gradients, variables))
     self.train_loss.update_state(per_example)
     self.train_accuracy.update_state(labels, logits)
     self.nonfinite_steps.update_state(1.0 - tf.cast(tf.math.is_finite(loss), tf.float32))
-    return loss
+    return loss, gradients
 
   def _train_loop(self, iterator, num_steps):
     """Runs num_steps steps, with no value going back to the host between them."""
     for _ in tf.range(num_steps):
       images, labels = next(iterator)
-      self.strategy.run(self._replica_step, args=(images, labels))
+      self.strategy.run(self.replica_step, args=(images, labels))
 
   def first_nonfinite_step(self, num_steps):
     """Of the last `num_steps` steps run since the count was reset, the first (1-based) whose
