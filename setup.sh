@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up lmc_tf on a fresh machine; quick when nothing changed.
-#  - a virtual environment at .venv with the pinned packages of requirements.txt
+#   ./setup.sh          .venv with requirements.txt (TensorFlow 2.21)
+#   ./setup.sh tf2.16   .venv-tf2.16 with requirements-tf2.16.txt (the TPU images' TensorFlow)
+#  - a virtual environment with the pinned packages of its requirements file
 #    (installed with --no-deps: tf-keras and tensorflow-model-optimization would
 #    otherwise pull the 570 MB CUDA tensorflow wheel over tensorflow-cpu);
 #  - lmc_tf itself installed there in editable mode, so `.venv/bin/python -m
@@ -10,21 +12,33 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$python" -m venv .venv
+venv=.venv
+requirements=requirements.txt
+if [ $# -gt 0 ]; then
+  venv=.venv-$1
+  requirements=requirements-$1.txt
+  if [ ! -f "$requirements" ]; then
+    echo "error: no $requirements: give no argument, or one of:" \
+         "$(ls requirements-*.txt | sed 's/requirements-//; s/\.txt//' | tr '\n' ' ')" >&2
+    exit 1
+  fi
 fi
-want=$(cat requirements.txt | sha256sum | cut -d' ' -f1)
-if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
-  echo "$want" > .venv/.requirements.sha256
+
+python=${PYTHON:-python3}
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+want=$(cat "$requirements" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$requirements"
+  echo "$want" > "$venv/.requirements.sha256"
 fi
 # find_spec locates lmc_tf without importing it (and TensorFlow); -I leaves the current
 # directory off the path, so only an install can find it.
-found=$(.venv/bin/python -I -c 'import importlib.util; print(importlib.util.find_spec("lmc_tf").origin)' 2>/dev/null || true)
+found=$("$venv/bin/python" -I -c 'import importlib.util; print(importlib.util.find_spec("lmc_tf").origin)' 2>/dev/null || true)
 if [ "$found" != "$(pwd -P)/lmc_tf/__init__.py" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-  rm -rf lmc_tf.egg-info  # the build's by-product; the install lives in .venv
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  rm -rf lmc_tf.egg-info  # the build's by-product; the install lives in the venv
 fi
 
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
