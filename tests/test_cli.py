@@ -221,3 +221,15 @@ def test_debug_and_unknown_errors_raise(run_main_in_process, monkeypatch):
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_the_strategy_is_made_before_the_data_is_read(run_main_in_process, monkeypatch):
+  """TensorFlow's TPU guide: connect to and initialize the TPU system before anything else."""
+  from lmc_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from lmc_tf.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  del run_main_in_process  # for its parsed flags
+  calls = []
+  monkeypatch.setattr(strategy_lib, 'make_strategy', lambda *args: calls.append('strategy'))
+  monkeypatch.setattr(data_lib, 'load', lambda *args: calls.append('data'))
+  cli.data_and_strategy(cli.config_lib.Hparams(None, None, None))
+  assert calls == ['strategy', 'data']
