@@ -14,15 +14,21 @@ from lmc_tf.models import layers
 def build(input_shape, num_classes):
   trunk = tf.keras.applications.InceptionV3(include_top=False, weights=None,
                                             input_shape=input_shape, pooling='avg')
+  for layer in trunk.layers:
+    if isinstance(layer, tf.keras.layers.BatchNormalization):
+      # torchvision's BatchNorm2d(momentum=0.1) keeps 90% of the moving statistics per step;
+      # Keras' InceptionV3 keeps its default 99%. (Its epsilon, 1e-3, is torchvision's.)
+      layer.momentum = 0.9
   features = trunk.output
   logits = layers.dense(num_classes, 'fc_out')(features)
   aux = tf.keras.layers.AveragePooling2D(5, strides=3, name='aux_pool')(
       trunk.get_layer('mixed7').output)
   aux = layers.conv(128, 1, name='aux_conv1')(aux)
-  aux = tf.keras.layers.ReLU()(layers.batch_norm('aux_bn1')(aux))
+  # epsilon 1e-3, as torchvision's auxiliary head (and the trunk) has it.
+  aux = tf.keras.layers.ReLU()(layers.batch_norm('aux_bn1', 1e-3)(aux))
   aux = tf.keras.layers.Conv2D(768, 5, padding='valid', use_bias=False,
                                kernel_initializer=layers.kaiming_normal(), name='aux_conv2')(aux)
-  aux = tf.keras.layers.ReLU()(layers.batch_norm('aux_bn2')(aux))
+  aux = tf.keras.layers.ReLU()(layers.batch_norm('aux_bn2', 1e-3)(aux))
   aux = tf.keras.layers.GlobalAveragePooling2D(name='aux_global_pool')(aux)
   aux_logits = layers.dense(num_classes, 'aux_fc_out')(aux)
   return tf.keras.Model(trunk.input, [logits, aux_logits], name='inception_v3')

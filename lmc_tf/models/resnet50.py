@@ -10,7 +10,8 @@ def build(input_shape, num_classes):
   inputs = tf.keras.Input(input_shape, name='images')
   x = layers.conv(64, 7, 2, name='conv')(inputs)
   x = tf.keras.layers.ReLU()(layers.batch_norm('bn')(x))
-  x = tf.keras.layers.MaxPool2D(3, 2, padding='same')(x)
+  # Zeros pad as PyTorch's -inf padding does here: the pool follows a ReLU.
+  x = layers.padded(tf.keras.layers.MaxPool2D(3, 2), 1, 'pool1')(x)
   for stage, (filters, blocks) in enumerate(STAGES):
     for block in range(blocks):
       stride = 2 if stage > 0 and block == 0 else 1
