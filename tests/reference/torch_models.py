@@ -90,6 +90,8 @@ class CifarResNet(nn.Module):
     return self.fc(x)
 
 
+# OpenLTH's plans, written out here rather than imported from lmc_tf: a reference that
+# shared lmc_tf's definitions could not catch a mistake in them.
 VGG_PLANS = {
     11: [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512],
     13: [64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512],
