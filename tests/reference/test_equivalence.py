@@ -6,24 +6,21 @@ random first, so that eval-mode BatchNorm (epsilon included) is not an identity.
 Logits are compared in eval mode as max|keras - torch| / max|torch| <= 1e-4.
 
 The references are OpenLTH's CIFAR networks and LeNet (tests/reference/torch_models.py)
-and torchvision's resnet50 and inception_v3. Where lmc_tf really computes
-something else, the comparison is an xfail(strict=True) naming the difference,
-and a passing test next to it shows that this difference is the only one (at an
-input size where TF's padding is symmetric, or with the PyTorch side given TF's
-convention).
+and torchvision's resnet50 and inception_v3. Every difference these tests found
+was fixed in lmc_tf's models (stride-2 padding, ResNet-50's max pool, Inception-v3's
+branch pools, auxiliary BatchNorm epsilon and trunk BatchNorm momentum; see
+docs/fidelity.md).
 
   pip install --no-deps -r requirements-reference.txt   # PyTorch CPU, see that file
 """
-import functools
-import types
-
 import lmc_tf  # pylint: disable=unused-import  (must precede TensorFlow)
+
+import functools
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
-import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import torch_models  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -33,13 +30,6 @@ from lmc_tf.training import trainer  # pylint: disable=g-import-not-at-top,wrong
 
 TOLERANCE = 1e-4
 CLASSES = 10
-
-INCEPTION_AVG_POOL = (
-    "the 3x3 stride-1 branch_pool AveragePooling2D(padding='same') of Keras' InceptionV3 "
-    '(mixed0-2, mixed4-7, mixed9-10) averages only the in-image pixels of border windows; '
-    "torchvision's F.avg_pool2d(x, 3, stride=1, padding=1) counts the zero padding "
-    '(count_include_pad=True) and divides by 9')
-
 
 
 def relative_difference(keras_out, torch_out):
@@ -196,38 +186,11 @@ def test_resnet_50(size):
   assert max(case('resnet_50', (size, size, 3)).differences()) < TOLERANCE
 
 
-@pytest.mark.xfail(strict=True, reason=INCEPTION_AVG_POOL)
-def test_inception_v3_logits():
-  assert case('inception_v3', (299, 299, 3)).differences()[0] < TOLERANCE
-
-
-@pytest.mark.xfail(strict=True, reason=INCEPTION_AVG_POOL)
-def test_inception_v3_aux_logits():
-  assert case('inception_v3', (299, 299, 3)).differences()[1] < TOLERANCE
-
-
-class _IncludePadFalse(types.ModuleType):
-  """torch.nn.functional with avg_pool2d(count_include_pad=False), TF's 'same' average pool."""
-
-  def __init__(self):
-    super().__init__('torch.nn.functional')
-    self.__dict__.update({k: v for k, v in vars(F).items() if not k.startswith('__')})
-    self.avg_pool2d = functools.partial(F.avg_pool2d, count_include_pad=False)
-
-
-@pytest.fixture
-def torchvision_inception_with_tf_conventions(monkeypatch):
-  """The inception case, its torchvision network given TF's average pool."""
-  inception = case('inception_v3', (299, 299, 3))
-  monkeypatch.setattr(torchvision_modules()[1], 'F', _IncludePadFalse())
-  return inception
-
-
-def test_inception_v3_matches_with_tf_average_pool(torchvision_inception_with_tf_conventions):
-  """With the average pool's convention changed on the torchvision side, both outputs match: the
-  branch order, the asymmetric 1x7/7x1 kernels, the valid stride-2 convs and pools and the
-  auxiliary head (5x5 stride-3 pool on Mixed_6e = mixed7) are the same."""
-  assert max(torchvision_inception_with_tf_conventions.differences()) < TOLERANCE
+def test_inception_v3():
+  """Main and auxiliary logits: the branch order, the asymmetric 1x7/7x1 kernels, the valid
+  stride-2 convs and pools, the branch pools that count their zero padding, and the
+  auxiliary head (5x5 stride-3 pool on Mixed_6e = mixed7) are torchvision's."""
+  assert max(case('inception_v3', (299, 299, 3)).differences()) < TOLERANCE
 
 
 # --- Training-mode BatchNorm: normalization by batch statistics and their moving averages ---
@@ -270,9 +233,9 @@ def test_batch_norm_updates_match(name, image_shape):
   assert _moving_statistics_difference(case_, keras_weights, torch_weights) < TOLERANCE
 
 
-def test_inception_v3_batch_norm_updates(torchvision_inception_with_tf_conventions):
+def test_inception_v3_batch_norm_updates():
   """Momentum 0.9 in the trunk too (torchvision's 0.1), and the same batch statistics."""
-  case_ = torchvision_inception_with_tf_conventions
+  case_ = case('inception_v3', (299, 299, 3))
   images = np.random.default_rng(5).normal(size=(2, 299, 299, 3)).astype(np.float32)
   keras_weights, torch_weights = _after_one_training_step(case_, images)
   assert _moving_statistics_difference(case_, keras_weights, torch_weights) < TOLERANCE
