@@ -360,14 +360,14 @@ def _load_torch(path):
       raise ValueError('not a state_dict (a dict of tensors): save model.state_dict()')
     return {key: value.detach().cpu().numpy() for key, value in loaded.items()}
 
-  return io_utils._read(path, decode)  # pylint: disable=protected-access
+  return io_utils.read_decoded(path, decode)
 
 
 def _save_torch(path, arrays):
   import torch  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
   torch.save({key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}, buffer)
-  io_utils._write_atomically(path, buffer.getvalue(), 'wb')  # pylint: disable=protected-access
+  io_utils.write_bytes(path, buffer.getvalue())
 
 
 def _torch_or_error():

@@ -86,7 +86,7 @@ def _remove_quietly(path):
 _CHUNK = 1 << 20
 
 
-def _read(path, decode, sha256=None, fix=None):
+def read_decoded(path, decode, sha256=None, fix=None):
   """decode(bytes of `path`); a missing or unreadable file, or one whose digest is not
   `sha256` (when given), is a UserError naming it and `fix`."""
   path = os.fspath(path)
@@ -114,11 +114,15 @@ def write_json(path, obj):
 
 
 def read_json(path):
-  return _read(path, lambda data: json.loads(data.decode('utf-8')))
+  return read_decoded(path, lambda data: json.loads(data.decode('utf-8')))
 
 
 def write_text(path, text):
   _write_atomically(path, text, 'w')
+
+
+def write_bytes(path, data):
+  _write_atomically(path, data, 'wb')
 
 
 def write_npz(path, arrays):
@@ -126,7 +130,7 @@ def write_npz(path, arrays):
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   data = buffer.getvalue()
-  _write_atomically(path, data, 'wb')
+  write_bytes(path, data)
   return {'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()}
 
 
@@ -136,4 +140,4 @@ def _decode_npz(data):
 
 
 def read_npz(path, sha256=None, fix=None):
-  return _read(path, _decode_npz, sha256, fix)
+  return read_decoded(path, _decode_npz, sha256, fix)
