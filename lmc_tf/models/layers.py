@@ -1,4 +1,6 @@
 """Shared layer settings: PyTorch-style initialization and BatchNorm constants."""
+import math
+
 import tensorflow as tf
 
 def kaiming_normal():
@@ -31,5 +33,12 @@ def batch_norm(name=None, epsilon=1e-5):
 
 
 def dense(units, name, activation=None):
-  return tf.keras.layers.Dense(units, activation=activation, kernel_initializer=kaiming_normal(),
-                               name=name)
+  """A dense layer as torch's nn.Linear starts in OpenLTH: Kaiming-normal kernel (OpenLTH's
+  initializer sets weights only) and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), nn.Linear's
+  default. Called on its input, whose last dimension is the fan-in."""
+  def apply(x):
+    bound = 1.0 / math.sqrt(int(x.shape[-1]))
+    return tf.keras.layers.Dense(
+        units, activation=activation, kernel_initializer=kaiming_normal(),
+        bias_initializer=tf.keras.initializers.RandomUniform(-bound, bound), name=name)(x)
+  return apply
