@@ -43,30 +43,45 @@ def pad_crop_flip(images, seed, positions=None, batch_size=None, pad=4):
   return random_flip(cropped, flip_seed, positions, batch_size)
 
 
+def _decode(jpeg_bytes, window=None):
+  # libjpeg's accurate integer IDCT, as PIL (torchvision's decoder) uses; TensorFlow's
+  # default, the fast one, is up to 5 grey levels off after resizing.
+  if window is None:
+    return tf.image.decode_jpeg(jpeg_bytes, channels=3, dct_method='INTEGER_ACCURATE')
+  return tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3,
+                                       dct_method='INTEGER_ACCURATE')
+
+
+def _resize(image, size):
+  # Antialiased bilinear, as PIL's resize that torchvision's Resize calls: without the
+  # antialiasing a downscale skips pixels (up to 30 grey levels off on a noisy image).
+  return tf.image.resize(image, size, method='bilinear', antialias=True)
+
+
 def imagenet_train(jpeg_bytes, seed, size):
-  """Inception-style crop (8%-100% of the area, aspect 3/4-4/3), resize, flip; floats in [0, 1]."""
+  """OpenLTH's RandomResizedCrop(size, scale=(0.1, 1), ratio=(0.8, 1.25)), then a flip."""
   box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   shape = tf.image.extract_jpeg_shape(jpeg_bytes)
   begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=box_seed,
-      min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+      min_object_covered=0.1, aspect_ratio_range=(0.8, 1.25), area_range=(0.1, 1.0),
       max_attempts=10, use_image_if_no_bounding_boxes=True)
   window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
-  image = tf.image.decode_and_crop_jpeg(jpeg_bytes, window, channels=3)
-  image = tf.image.resize(image, [size, size], method='bilinear') / 255.0
+  image = _resize(_decode(jpeg_bytes, window), [size, size]) / 255.0
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return normalize(image, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def imagenet_eval(jpeg_bytes, size):
-  """Resize the shorter side to size / 0.875, then take the central size x size crop."""
-  image = tf.image.decode_jpeg(jpeg_bytes, channels=3)
-  shape = tf.cast(tf.shape(image)[:2], tf.float32)
-  scale = (size / 0.875) / tf.reduce_min(shape)
-  resized = tf.cast(tf.round(shape * scale), tf.int32)
-  image = tf.image.resize(image, resized, method='bilinear')
-  top = (resized[0] - size) // 2
-  left = (resized[1] - size) // 2
+  """torchvision's Resize(round(size / 0.875)) (the shorter side; the longer one truncated, as
+  torchvision computes it), CenterCrop(size) (offsets rounded half to even, as Python's
+  round), ToTensor, Normalize: tests/reference/test_preprocessing.py compares them."""
+  image = _decode(jpeg_bytes)
+  shape = tf.shape(image)[:2]
+  # In integers, so that the shorter side is exactly the target (342 for Inception's 299).
+  resized = round(size / 0.875) * shape // tf.reduce_min(shape)
+  image = _resize(image, resized)
+  top, left = tf.unstack(tf.cast(tf.round(tf.cast(resized - size, tf.float32) / 2), tf.int32))
   image = image[top:top + size, left:left + size]
   image = tf.ensure_shape(image, [size, size, 3]) / 255.0
   return normalize(image, IMAGENET_MEAN, IMAGENET_STD)

@@ -42,8 +42,9 @@ DATASETS = {
     'mnist': DatasetInfo(10, 60000, 10000, (28, 28, 1), (0.1307,), (0.3081,), 'mnist', 'idx'),
     'fashion_mnist': DatasetInfo(10, 60000, 10000, (28, 28, 1), (0.2860,), (0.3530,),
                                  'fashion_mnist', 'idx', '/usr/share/datasets/fashion-mnist'),
-    'cifar10': DatasetInfo(10, 50000, 10000, (32, 32, 3), (0.4914, 0.4822, 0.4465),
-                           (0.2470, 0.2435, 0.2616), 'cifar10', 'cifar_pickle',
+    # OpenLTH normalizes CIFAR-10 with ImageNet's statistics (its datasets/cifar10.py).
+    'cifar10': DatasetInfo(10, 50000, 10000, (32, 32, 3), augment.IMAGENET_MEAN,
+                           augment.IMAGENET_STD, 'cifar10', 'cifar_pickle',
                            augmentation='pad_crop_flip'),
     'imagenet2012': DatasetInfo(1000, 1281167, 50000, None, augment.IMAGENET_MEAN,
                                 augment.IMAGENET_STD, 'imagenet2012', augmentation='imagenet',
