@@ -15,8 +15,6 @@ docs/fidelity.md).
 """
 import lmc_tf  # pylint: disable=unused-import  (must precede TensorFlow)
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -51,25 +49,9 @@ def randomized(weights, seed):
   return out
 
 
-@functools.lru_cache(maxsize=None)
-def torchvision_modules():
-  return torch_models.torchvision_models()
-
-
 def torch_model(name, num_inputs=784):
   """The PyTorch reference network of an lmc_tf model name (eval mode, random weights)."""
-  if name == 'lenet_300_100':
-    module = torch_models.LeNet([300, 100], CLASSES, num_inputs)
-  elif name.startswith('cifar_resnet_'):
-    module = torch_models.CifarResNet(int(name.split('_')[2]), 16, CLASSES)
-  elif name.startswith('cifar_vgg_'):
-    module = torch_models.CifarVGG(int(name.split('_')[2]), CLASSES)
-  elif name == 'resnet_50':
-    module = torchvision_modules()[0].resnet50(weights=None, num_classes=CLASSES)
-  else:
-    module = torchvision_modules()[1].inception_v3(weights=None, num_classes=CLASSES,
-                                                   aux_logits=True, init_weights=False)
-  return module.eval()
+  return torch_models.reference_network(name, CLASSES, num_inputs).eval()
 
 
 class Case:

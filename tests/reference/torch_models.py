@@ -17,6 +17,7 @@ module names of OpenLTH's models, so that their state_dict keys are OpenLTH's:
 The ImageNet networks are torchvision's own (`resnet50`, `inception_v3`), loaded
 by `torchvision_models()`.
 """
+import functools
 import importlib
 import importlib.util
 import sys
@@ -132,6 +133,7 @@ class CifarVGG(nn.Module):
     return self.fc(torch.flatten(x, 1))
 
 
+@functools.lru_cache(maxsize=None)
 def torchvision_models():
   """torchvision's model modules: (torchvision.models.resnet, torchvision.models.inception).
 
@@ -161,3 +163,21 @@ def torchvision_models():
     sys.modules[name] = package
   return (importlib.import_module('torchvision.models.resnet'),
           importlib.import_module('torchvision.models.inception'))
+
+
+def reference_network(name, num_classes, num_inputs=784):
+  """The PyTorch reference network of an lmc_tf model name, with torch's initial weights.
+  torchvision's Inception3 keeps its auxiliary head (lmc_tf's inception_v3 has one)."""
+  if name == 'lenet_300_100':
+    return LeNet([300, 100], num_classes, num_inputs)
+  if name.startswith('cifar_resnet_'):
+    return CifarResNet(int(name.split('_')[2]), 16, num_classes)
+  if name.startswith('cifar_vgg_'):
+    return CifarVGG(int(name.split('_')[2]), num_classes)
+  resnet, inception = torchvision_models()
+  if name == 'resnet_50':
+    return resnet.resnet50(weights=None, num_classes=num_classes)
+  if name == 'inception_v3':
+    return inception.inception_v3(weights=None, num_classes=num_classes, aux_logits=True,
+                                  init_weights=False)
+  raise ValueError(f'no PyTorch reference for {name!r}')
