@@ -4,8 +4,9 @@ r"""The appendix report of a sweep: figures with mean and std over replicates, a
 
 Reads every sweep_*.json plan under --model_dir and whatever of its runs are
 finished, then writes PNG figures (the appendix's figure types), summary.md
-and summary.csv to --output_dir, and a TensorBoard hparams dashboard over the
-analyses to MODEL_DIR/hparams.
+and summary.csv to --output_dir, a TensorBoard hparams dashboard over the
+analyses to MODEL_DIR/hparams, and the sweep's lines against k and density to
+MODEL_DIR/tensorboard (`tensorboard --logdir MODEL_DIR/tensorboard`).
 """
 import collections
 import csv
@@ -22,6 +23,7 @@ from lmc_tf import cli
 from lmc_tf import io_utils
 from lmc_tf import plots
 from lmc_tf import store
+from lmc_tf import summaries
 from lmc_tf import tables
 from lmc_tf.errors import UserError
 
@@ -287,22 +289,96 @@ def write_tables(groups, extreme, output_dir):
     f.write('\n'.join(lines) + '\n')
 
 
-def write_hparams_dashboard(analyses, root):
-  """TensorBoard's hparams dashboard: one session per analysis."""
-  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+# The hparams dashboard's metrics and the sweep's lines against k and density:
+# (tag suffix, metrics.json path, display name).
+SWEEP_METRICS = [
+    ('test_error_barrier', 'instability.test.error', 'test error barrier'),
+    ('train_error_barrier', 'instability.train.error', 'train error barrier'),
+    ('copies_test_error', 'endpoints.test.error', "copies' test error (mean)"),
+    ('copies_train_error', 'endpoints.train.error', "copies' train error (mean)"),
+    ('l2_distance', 'distances.l2', 'L2 distance between the copies'),
+]
+
+
+def _names(analyses):
+  """A readable, unique name per analysis row (summaries.analysis_name; the directory's hash
+  appended where two sweeps of different configs in one root give the same name)."""
+  names, seen = [], set()
   for row in analyses:
-    directory = os.path.join(root, 'hparams', os.path.basename(row['directory']))
-    with tf.summary.create_file_writer(directory).as_default():
-      hp.hparams({'init_seed': row['init_seed'], 'rewind_iteration': row['rewind_iteration'],
-                  'level': row['level'],
-                  'baseline': row['baseline'], 'density': row['density'],
-                  'copy_seeds': ','.join(map(str, row['copy_seeds']))},
-                 trial_id=os.path.basename(row['directory']))
-      for split in ('test', 'train'):
-        tf.summary.scalar(f'instability/{split}_error',
-                          row['metrics']['instability'][split]['error'], step=0)
-      tf.summary.scalar('copies/test_error',
-                        float(np.mean(row['metrics']['endpoints']['test']['error'])), step=0)
+    name = summaries.analysis_name(row['rewind_iteration'], row['density'], row['baseline'],
+                                   row['init_seed'], row['copy_seeds'])
+    if name in seen:
+      name += '_' + os.path.basename(row['directory']).split('_')[-1]
+    seen.add(name)
+    names.append(name)
+  return names
+
+
+def _rewrite(directory):
+  """Empties a directory the report owns, so that a second report does not add sessions."""
+  if tf.io.gfile.exists(directory):
+    tf.io.gfile.rmtree(directory)
+  return directory
+
+
+def write_hparams_dashboard(analyses, root):
+  """TensorBoard's hparams dashboard in MODEL_DIR/hparams: one session per analysis, named as
+  in MODEL_DIR/tensorboard, with the sweep's axes as hparams and the barriers as metrics."""
+  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  directory = _rewrite(os.path.join(root, 'hparams'))
+  axes = {'k': 'rewind_iteration', 'density': 'density', 'baseline': 'baseline',
+          'init_seed': 'init_seed', 'level': 'level'}
+  values = lambda row: dict({axis: row[key] for axis, key in axes.items()},
+                            density=round(row['density'], 4),
+                            baseline='unpruned' if row['level'] == 0 else row['baseline'],
+                            copy_seeds=','.join(map(str, row['copy_seeds'])))
+  domains = collections.defaultdict(set)
+  for row in analyses:
+    for axis, value in values(row).items():
+      domains[axis].add(value)
+  with tf.summary.create_file_writer(directory).as_default():
+    hp.hparams_config(
+        hparams=[hp.HParam(axis, hp.Discrete(sorted(domain)),
+                           display_name='k (rewinding iteration)' if axis == 'k' else None)
+                 for axis, domain in domains.items()],
+        metrics=[hp.Metric(f'hparams/{tag}', display_name=name) for tag, _, name in SWEEP_METRICS])
+  for row, name in zip(analyses, _names(analyses)):
+    with tf.summary.create_file_writer(os.path.join(directory, name)).as_default():
+      hp.hparams(values(row), trial_id=name)
+      for tag, path, _ in SWEEP_METRICS:
+        tf.summary.scalar(f'hparams/{tag}', _value(row['metrics'], path),
+                          step=row['rewind_iteration'])
+  summaries.link_runs(root, {'hparams': directory})
+
+
+def write_tensorboard(analyses, root):
+  """The sweep's view in MODEL_DIR/tensorboard: readable links to the analyses, and the mean
+  over replicates of SWEEP_METRICS against k (a run per network: against_k/<network>) and
+  against density (x = 1000 density; a run per k and baseline: against_density/k<k>_<baseline>,
+  whose line starts at the unpruned network)."""
+  summaries.link_runs(root, {name: os.path.join(root, row['directory']) for row, name in
+                             zip(analyses, _names(analyses))})
+  view = os.path.join(root, summaries.TENSORBOARD_DIR)
+  summaries.write_sweep_layout(root)
+  lines = collections.defaultdict(lambda: collections.defaultdict(list))  # run -> step -> rows
+  baselines = {row['baseline'] for row in analyses if row['level'] > 0} or {'imp'}
+  for row in analyses:
+    network = summaries.network_name(row['density'], row['baseline'])
+    lines[f'against_k/{network}'][row['rewind_iteration']].append(row)
+    for baseline in (baselines if row['level'] == 0 else [row['baseline']]):
+      lines[f'against_density/k{row["rewind_iteration"]}_{baseline}'][
+          round(1000 * row['density'])].append(row)
+  for folder in ('against_k', 'against_density'):
+    _rewrite(os.path.join(view, folder))
+  for run, by_step in lines.items():
+    writer = tf.summary.create_file_writer(os.path.join(view, run))
+    with writer.as_default():
+      for tag, path, name in SWEEP_METRICS:
+        for step in sorted(by_step):
+          tf.summary.scalar(f'{run.split("/")[0]}/{tag}',
+                            float(np.mean([_value(r['metrics'], path) for r in by_step[step]])),
+                            step=step, description=f'{name}, the mean over replicates.')
+    writer.flush()
 
 
 def report(root, output_dir):
@@ -351,6 +427,7 @@ def report(root, output_dir):
                           'Comparison functions between the copies (Appendix G)'),
     ]
     write_hparams_dashboard(analyses, root)
+    write_tensorboard(analyses, root)
   write_tables(groups, extreme, output_dir)
   return {'figures': figures, 'extreme_density': extreme, 'analyses': len(analyses)}
 

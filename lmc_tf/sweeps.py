@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from lmc_tf import io_utils
 from lmc_tf import store
+from lmc_tf import summaries
 from lmc_tf import workers
 from lmc_tf.analysis import instability
 from lmc_tf.errors import UserError
@@ -170,9 +171,26 @@ class Sweep:
       print(f'{len(jobs)} jobs, {done} done, {len(jobs) - done} to do')
       return jobs
     self.write_manifest(jobs)
+    summaries.write_sweep_layout(self.root)
     for number, job in enumerate(mine):
+      self.link(job)
       if workers.chief_decides(self.strategy, self.is_done(job)):
         continue
       logging.info('Job %d/%d: %s', number + 1, len(mine), job.label())
       self.run_job(job)
+      self.link(job)  # an analysis of a level whose mask it waited for
     return jobs
+
+  def link(self, job):
+    """Readable names for the job's runs in ROOT/tensorboard (summaries.link_runs), e.g.
+    train_init0, imp_init0_k500 and analysis_k500_density3.9%_imp_init0_copies1-2; an
+    analysis once its density is known (its IMP level's mask is there)."""
+    links = {f'train_init{job.init_seed}': job.dense_dir}
+    if job.kind == 'lottery' or job.level > 0:
+      links[f'imp_init{job.init_seed}_k{job.rewind_iteration}'] = job.lottery_dir
+    level = store.RunDir(job.lottery_dir).level(job.level)
+    if job.kind == 'analysis' and (job.level == 0 or level.exists(store.MASK)):
+      density = summaries.mask_density(level.read_arrays(store.MASK)) if job.level else 1.0
+      links[summaries.analysis_name(job.rewind_iteration, density, job.baseline, job.init_seed,
+                                    job.copy_seeds)] = job.directory
+    summaries.link_runs(self.root, links)

@@ -13,6 +13,7 @@ data-order seed; compare the copies. The analysis directory (a store.RunDir) hol
   metrics.json            everything below; its presence marks the analysis done
   events.out.tfevents.*   the same numbers as TensorBoard summaries, and plots
 """
+import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
@@ -24,9 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from lmc_tf import config as config_lib
-from lmc_tf import io_utils
-from lmc_tf import plots
 from lmc_tf import store
+from lmc_tf import summaries
 from lmc_tf import workers
 from lmc_tf.analysis import distances
 from lmc_tf.analysis import interpolation
@@ -60,6 +60,9 @@ def check_interpolation(interp):
                     'interpolate or recompute')
   if interp.throughout_train_examples < 1:
     raise UserError('InterpolationConfig.throughout_train_examples must be at least 1')
+  if interp.throughout_num_alphas < 0 or interp.throughout_num_alphas == 1:
+    raise UserError('InterpolationConfig.throughout_num_alphas must be 0 (num_alphas) or at '
+                    'least 2')
 
 
 def check_parent(parent_dir):
@@ -185,17 +188,21 @@ class Analysis:
       return trainer.build_model(self.hparams, self.data)
 
   def train_copies(self, start_weights, masks):
-    directories = []
     options = dataclasses.replace(self.options, checkpoint_every_epoch=True)
     lineage = {key: value for key, value in self.spec.lineage(self.masks).items()
                if key != 'interpolation'}
-    for index in range(len(self.spec.data_order_seeds)):
-      directory = self.run_dir.copy(index)
-      trainer.train(self.spec.copy_hparams(index), options, directory, self.data,
-                    self.strategy, start=trainer.Start(start_weights, masks, self.k),
+
+    def train(index):
+      trainer.train(self.spec.copy_hparams(index), options, self.run_dir.copy(index),
+                    self.data, self.strategy, start=trainer.Start(start_weights, masks, self.k),
                     lineage=lineage)
-      directories.append(directory)
-    return directories
+      return self.run_dir.copy(index)
+
+    copies = range(len(self.spec.data_order_seeds))
+    if not (self.options.parallel_copies and self.strategy.num_replicas_in_sync == 1):
+      return [train(index) for index in copies]
+    with concurrent.futures.ThreadPoolExecutor(len(copies)) as pool:
+      return list(pool.map(train, copies))  # re-raises a copy's error here
 
   def run(self):
     with self.run_dir.locked(self.strategy):
@@ -284,8 +291,10 @@ class Analysis:
     began = time.time()
     rows = []
     iterations = self.clock.epoch_ends_after(self.k)
+    count = self.interp.throughout_num_alphas or len(self.alphas)
+    curve_alphas = np.linspace(self.interp.alpha_min, self.interp.alpha_max, count)
     # The endpoints ride along with the curve: appended to the alphas unless already there.
-    alphas = list(self.alphas)
+    alphas = list(curve_alphas)
     for end in (0.0, 1.0):
       if end not in alphas:
         alphas.append(end)
@@ -298,7 +307,7 @@ class Analysis:
       for split, data in datasets.items():
         curve = interpolator.curve(weights_a, weights_b, alphas, data, split, bn_data=bn_data)
         for key in ('error', 'loss'):
-          values = curve[key][:len(self.alphas)]
+          values = curve[key][:count]
           row[f'{split}_{key}_instability'] = (
               max(values) - float(np.mean([curve[key][i] for i in ends])))
       rows.append(row)
@@ -333,38 +342,9 @@ class Analysis:
             'l2_final_to_final': final_distance}
 
 def write_summaries(run_dir, metrics, k):
-  """The analysis' numbers as TensorBoard summaries at step k (curves: step = alpha index),
-  and a chart of its interpolation curves."""
-  writer = io_utils.summary_writer(run_dir.path)
-  with writer.as_default():
-    for split in SPLITS:
-      for key in ('error', 'loss'):
-        tf.summary.scalar(f'instability/{split}_{key}', metrics['instability'][split][key],
-                          step=k)
-        for i, value in enumerate(metrics['interpolation'][split][key]):
-          tf.summary.scalar(f'interpolation/{split}_{key}', value, step=i)
-      tf.summary.scalar(f'distances/classification_differences_{split}',
-                        metrics['distances']['classification_differences'][split], step=k)
-      tf.summary.scalar(f'distances/loss_l2_{split}', metrics['distances']['loss_l2'][split],
-                        step=k)
-      for key in ('error_at_k', 'masked_error_at_k'):
-        tf.summary.scalar(f'rewind/{key}_{split}', metrics['rewind'][key][split], step=k)
-    for i, alpha in enumerate(metrics['interpolation']['alphas']):
-      tf.summary.scalar('interpolation/alpha', alpha, step=i)
-    for key in ('l2', 'cosine'):
-      tf.summary.scalar(f'distances/{key}', metrics['distances'][key], step=k)
-    for key in ('l2_init_to_k', 'l2_k_to_final', 'l2_final_to_final'):
-      tf.summary.scalar(f'rewind/{key}', metrics['rewind'][key], step=k)
-    for row in metrics.get('throughout_training', []):
-      for split in SPLITS:
-        tf.summary.scalar(f'throughout_training/{split}_error_instability',
-                          row[f'{split}_error_instability'], step=int(row['iteration']))
-    tf.summary.image('interpolation/curves', plots.image_tensor(plots.curve_chart(
-        metrics['interpolation']['alphas'],
-        {s: metrics['interpolation'][s] for s in SPLITS},
-        f'k={k}it: test instability {metrics["instability"]["test"]["error"]:.4f}')),
-                     step=k)
-  writer.flush()
+  """The analysis' numbers as TensorBoard summaries: curves over alpha (step = 1000 alpha),
+  the barriers and distances at step k, tables, a plot and a Custom Scalars layout."""
+  summaries.write_analysis(run_dir.path, metrics, k)
 
 
 def _mean_over_pairs(pairs):
