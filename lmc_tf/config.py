@@ -6,6 +6,7 @@ directory, and a directory holding different hparams is never reused.
 `RunOptions` changes only logistics (logging, checkpoint spacing) and can differ
 between a run and its resumption.
 """
+import copy
 import dataclasses
 import json
 import re
@@ -56,6 +57,10 @@ class TrainingConfig:
   aux_loss_weight: float = 0.4  # weight of auxiliary logits (Inception-v3)
   init_seed: int = 0
   data_order_seed: int = 0
+  # 'mixed_bfloat16': layers compute in bfloat16 (TPUs' and AMX CPUs' native type) while the
+  # weights, optimizer, masks and loss stay float32; evaluation of the analyses and the
+  # interpolation run in float32. No loss scaling: bfloat16 has float32's exponent range.
+  precision: str = 'float32'
 
 
 @gin.configurable
@@ -70,6 +75,10 @@ class RunOptions:
   # always does. Numbers differ from uncompiled ones in the last bits; a run may resume
   # under the other setting.
   jit_compile: bool = False
+  # An instability analysis trains its copies at the same time, one Python thread each
+  # (TensorFlow runs both on the shared thread pools), where the strategy has one replica
+  # in one process; otherwise one after the other. The numbers are the same either way.
+  parallel_copies: bool = False
 
 
 @gin.configurable
@@ -99,6 +108,9 @@ class InterpolationConfig:
   throughout_training: bool = True  # Appendix C: interpolate the copies at every epoch
   # Appendix C on the train set uses its first N examples (at most the train evaluation set).
   throughout_train_examples: int = 10000
+  # Appendix C's curves at this many alphas from alpha_min to alpha_max (0: num_alphas), to
+  # make them cheaper; the final curves keep num_alphas.
+  throughout_num_alphas: int = 0
   stable_threshold: float = 0.02  # stable: test error instability below this
 
 
@@ -146,6 +158,27 @@ def _flatten(tree, prefix=''):
     else:
       out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
   return out
+
+
+def with_later_defaults(found, asked):
+  """A loaded hparams dict given the config fields that `asked` has and it lacks, at their
+  defaults: fields added after it was written, left at their defaults, change nothing (as
+  in the run hashes)."""
+  filled = copy.deepcopy(found)
+  sections = [(('dataset',), DatasetConfig), (('model',), ModelConfig),
+              (('training',), TrainingConfig), (('lineage', 'interpolation'), InterpolationConfig)]
+  for keys, cls in sections:
+    mine, theirs = filled, asked
+    for key in keys:
+      mine = mine.get(key) if isinstance(mine, dict) else None
+      theirs = theirs.get(key) if isinstance(theirs, dict) else None
+    if not (isinstance(mine, dict) and isinstance(theirs, dict)):
+      continue
+    for field in dataclasses.fields(cls):
+      if (field.name in theirs and field.name not in mine and
+          field.default not in (dataclasses.MISSING, gin.REQUIRED)):
+        mine[field.name] = json.loads(json.dumps(field.default))
+  return filled
 
 
 def differences(a, b):

@@ -160,7 +160,7 @@ class RunDir:
     input is checked: a refused command must leave nothing that refuses the corrected one."""
     tf.io.gfile.makedirs(self.path)
     if self.exists(HPARAMS):
-      found = self.read_json(HPARAMS)
+      found = config_lib.with_later_defaults(self.read_json(HPARAMS), description)
       if found != description:
         diff = '; '.join(config_lib.differences(found, description)[:3])
         raise UserError(f'{self.path} holds a run of a different config ({diff}; found vs '

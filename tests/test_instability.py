@@ -1,4 +1,5 @@
 """The instability analysis: interpolation, barriers, distances, copies."""
+import concurrent.futures
 import dataclasses
 import os
 
@@ -200,6 +201,9 @@ def test_bad_analysis_input(tmp_path, fashion_mnist_splits):
     analysis(hparams, options, interp, str(tmp_path), data, copies=1)
   with pytest.raises(UserError, match='needs the --mask'):
     analysis(hparams, options, interp, str(tmp_path), data, baseline='random_reinit')
+  with pytest.raises(UserError, match='throughout_num_alphas must be 0'):
+    analysis(hparams, options, dataclasses.replace(interp, throughout_num_alphas=1),
+             str(tmp_path), data)
   bad_mask = {'fc1/kernel': np.ones((3, 3), np.float32)}
   with pytest.raises(UserError, match='does not fit the model'):
     analysis(hparams, options, interp, str(tmp_path / 'bad'), data,
@@ -247,3 +251,34 @@ def test_an_analysis_runs_on_a_gfile_filesystem(fashion_mnist_splits):
 if __name__ == "__main__":
   import sys
   sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path, monkeypatch,
+                                                                        fashion_mnist_splits):
+  """RunOptions.parallel_copies trains the copies in threads: the same weights and metrics
+  (all but wall times), bit for bit, as one after the other."""
+  pools = []
+
+  class Pool(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self, workers):
+      pools.append(workers)
+      super().__init__(workers)
+
+  monkeypatch.setattr(instability.concurrent.futures, 'ThreadPoolExecutor', Pool)
+  hparams, options, data = _setup(fashion_mnist_splits)
+  config = config_lib.InterpolationConfig(num_alphas=5, throughout_num_alphas=3)
+  results = {}
+  for parallel in (False, True):
+    name = f'parallel_{parallel}'
+    run_options = dataclasses.replace(options, parallel_copies=parallel)
+    metrics = analysis(hparams, run_options, config, str(tmp_path / name), data,
+                       data_order_seeds=[1, 2]).run()
+    metrics.pop('wall_time_s')
+    weights = [io_utils.read_npz(str(tmp_path / name / f'copy_{i}' / 'weights.npz'))
+               for i in (0, 1)]
+    results[parallel] = metrics, weights
+  assert pools == [2]  # the parallel run trained its two copies in two threads
+  assert results[True][0] == results[False][0]
+  for parallel_weights, sequential_weights in zip(results[True][1], results[False][1]):
+    for path, value in sequential_weights.items():
+      np.testing.assert_array_equal(parallel_weights[path], value, err_msg=path)

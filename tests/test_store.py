@@ -1,5 +1,7 @@
 """lmc_tf/store.py is the one home of run directories: their files, layouts and finished check."""
 import ast
+import copy
+import dataclasses
 import glob
 import os
 
@@ -103,3 +105,24 @@ def test_a_run_written_before_the_files_record_is_still_finished(tmp_path):
   run_dir = store.RunDir(str(tmp_path))
   io_utils.write_json(run_dir.file(store.METRICS), {'test_error': 0.5})
   assert run_dir.finished() and run_dir.metrics() == {'test_error': 0.5}
+
+
+def test_a_run_written_before_a_config_field_existed_is_claimed_at_its_default(tmp_path):
+  """hparams.json without a field added since (here TrainingConfig.precision and an
+  interpolation option) is the same run as one asking for its default, as in the hashes;
+  asking for another value is refused."""
+  from lmc_tf import config  # pylint: disable=g-import-not-at-top
+  hparams = config.Hparams(config.DatasetConfig(name='fashion_mnist'),
+                           config.ModelConfig(name='lenet_300_100'),
+                           config.TrainingConfig(batch_size=60, training_steps='10it'))
+  interp = dataclasses.asdict(config.InterpolationConfig())
+  asked = {**hparams.to_dict(), 'lineage': {'interpolation': interp}}
+  old = copy.deepcopy(asked)
+  del old['training']['precision']
+  del old['lineage']['interpolation']['num_alphas']
+  run = store.RunDir(str(tmp_path))
+  io_utils.write_json(run.file(store.HPARAMS), old)
+  run.claim(asked)
+  asked['training']['precision'] = 'mixed_bfloat16'
+  with pytest.raises(UserError, match='training.precision'):
+    run.claim(asked)

@@ -80,6 +80,29 @@ def test_training_learns_and_is_deterministic(tmp_path, fashion_mnist_splits):
   assert _lenet(tmp_path, fashion_mnist_splits, name='a') == first
 
 
+def test_bfloat16_training_keeps_float32_weights_masks_and_determinism(tmp_path,
+                                                                       fashion_mnist_splits):
+  """TrainingConfig.precision = 'mixed_bfloat16': the layers compute in bfloat16, the
+  weights (and masks) stay float32, it learns, the same seeds give the same weights, and its
+  numbers are not float32's."""
+  bindings = ["TrainingConfig.precision = 'mixed_bfloat16'"]
+  first = _lenet(tmp_path, fashion_mnist_splits, bindings, name='a')
+  second = _lenet(tmp_path, fashion_mnist_splits, bindings, name='b')
+  plain = _lenet(tmp_path, fashion_mnist_splits, name='float32')
+  assert first['test_error'] < 0.3 and first['test_loss'] == second['test_loss']
+  assert first['test_loss'] != plain['test_loss']
+  a, b = (io_utils.read_npz(str(tmp_path / n / 'weights.npz')) for n in 'ab')
+  assert all(v.dtype == np.float32 and np.array_equal(v, b[k]) for k, v in a.items())
+  hparams, options = parse('lenet_fashion_mnist.gin', bindings=[
+      "TrainingConfig.training_steps = '300it'", *bindings])
+  data = fashion_mnist(fashion_mnist_splits)
+  run = trainer.Run(hparams, options, str(tmp_path / 'built'), data)
+  assert {l.compute_dtype for l in run.model.layers[1:]} == {'bfloat16'}
+  assert {v.dtype.name for v in run.model.trainable_variables} == {'float32'}
+  with pytest.raises(UserError, match="precision = 'float16' is unknown"):
+    _lenet(tmp_path, fashion_mnist_splits, ["TrainingConfig.precision = 'float16'"], name='c')
+
+
 def test_different_config_in_the_same_directory_is_refused(tmp_path, fashion_mnist_splits):
   _lenet(tmp_path, fashion_mnist_splits, name='a')
   with pytest.raises(UserError, match='different config.*training.lr'):

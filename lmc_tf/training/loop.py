@@ -63,7 +63,9 @@ def compiled(fn, jit_compile):
 
 
 def cross_entropy(labels, logits):
-  return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+  # In float32 also for a bfloat16 model (TrainingConfig.precision).
+  return tf.keras.losses.sparse_categorical_crossentropy(labels, tf.cast(logits, tf.float32),
+                                                         from_logits=True)
 
 
 class Steps:

@@ -7,6 +7,7 @@ mask) are written at the end, before metrics.json.
 """
 import dataclasses
 import tempfile
+import threading
 import time
 from typing import Dict, Optional
 
@@ -44,6 +45,9 @@ def check_config(hparams, options, data):
     raise UserError(f'TrainingConfig.batch_size = {batch_size!r} is not a positive integer: '
                     'write e.g. TrainingConfig.batch_size = 60')
   models.check_name(hparams.model.name)
+  if training.precision not in PRECISIONS:
+    raise UserError(f'TrainingConfig.precision = {training.precision!r} is unknown: choose one '
+                    f'of {", ".join(PRECISIONS)}')
   iterations_per_epoch = data.iterations_per_epoch(batch_size)
   total = steps_lib.to_iterations(training.training_steps, iterations_per_epoch)
   if total < 1:
@@ -107,10 +111,19 @@ def _format_seconds(seconds):
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
-def build_model(hparams, data):
-  """The run's model: built from the init seed, prunable layers wrapped with masks of ones."""
-  return masking.wrap(models.build(hparams.model.name, data.image_shape, data.num_classes,
-                                   hparams.training.init_seed))
+def build_model(hparams, data, precision='float32'):
+  """The run's model: built from the init seed, prunable layers wrapped with masks of ones;
+  its layers compute in `precision` (a Keras dtype policy; variables stay float32)."""
+  build = lambda: masking.wrap(models.build(hparams.model.name, data.image_shape,
+                                            data.num_classes, hparams.training.init_seed))
+  if precision == 'float32':
+    return build()  # under the current policy: Keras' floatx (tests build float64 models)
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(precision)
+  try:
+    return build()
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def weights_at(run_dir, iteration, hparams, data, model=None):
@@ -120,6 +133,13 @@ def weights_at(run_dir, iteration, hparams, data, model=None):
   checkpoint = store.RunDir(run_dir).checkpoint(iteration)
   tf.train.Checkpoint(model=model).read(checkpoint).expect_partial()
   return weights_dict(model), masking.get_masks(model)
+
+
+PRECISIONS = ('float32', 'mixed_bfloat16')
+
+# Building a model resets Keras' global layer-name counters and seeds the global random
+# generators (models.build): runs trained in threads (parallel copies) build one at a time.
+_BUILD_LOCK = threading.Lock()
 
 
 class Run:
@@ -139,7 +159,7 @@ class Run:
     self.log_every = max(1, self.clock.iterations(options.log_every))
     self.eval_every = max(1, self.clock.iterations(options.eval_every))
     with self.strategy.scope():
-      self.model = build_model(hparams, data)
+      self.model = build_model(hparams, data, training.precision)
       self.schedule = optim.make_schedule(training, self.clock)
       # Where the optimizer started: the run's iteration is this plus its step count.
       self.first_iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -296,7 +316,8 @@ def train(hparams, options, run_dir, data, strategy=None, start=None, lineage=No
       # Everything is checked before the directory is claimed, so that a refused command
       # leaves nothing behind that would refuse the corrected one.
       set_determinism(options)
-      run = Run(hparams, options, run_dir, data, strategy, start)
+      with _BUILD_LOCK:
+        run = Run(hparams, options, run_dir, data, strategy, start)
       run.check_start()
     run_dir.claim(description(hparams, lineage))
     if finished:
