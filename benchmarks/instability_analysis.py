@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 
 def main(_):
   files = FLAGS.gin_file or ['lenet_fashion_mnist.gin']
+  cli.configure_devices()  # --threads
   hparams, options = cli.parse_gin(files, FLAGS.gin_bindings)
   with gin.unlock_config():
     interp = config_lib.InterpolationConfig()

@@ -78,7 +78,7 @@ class RunOptions:
   # An instability analysis trains its copies at the same time, one Python thread each
   # (TensorFlow runs both on the shared thread pools), where the strategy has one replica
   # in one process; otherwise one after the other. The numbers are the same either way.
-  parallel_copies: bool = False
+  parallel_copies: bool = True
 
 
 @gin.configurable
@@ -112,6 +112,11 @@ class InterpolationConfig:
   # make them cheaper; the final curves keep num_alphas.
   throughout_num_alphas: int = 0
   stable_threshold: float = 0.02  # stable: test error instability below this
+  # Beyond the paper: also compare the copies after aligning copy B's hidden units to A's
+  # by 'weights' (weight matching) and/or 'activations' (activation matching on the first
+  # 5000 training examples), metrics.json's `aligned` (lmc_tf/analysis/alignment.py).
+  align: Tuple[str, ...] = ()
+  repair: bool = False  # with align: also each alignment's REPAIRed interpolation curve
 
 
 @gin.configurable
@@ -137,6 +142,14 @@ class Hparams:
     return json.loads(json.dumps(dataclasses.asdict(self)))
 
   @classmethod
+  def from_dict(cls, values):
+    """The Hparams a hparams.json holds (its 'lineage' is left out); fields added since it
+    was written take their defaults."""
+    return cls(*(config_from_dict(section, values.get(key) or {})
+                 for key, section in (('dataset', DatasetConfig), ('model', ModelConfig),
+                                      ('training', TrainingConfig))))
+
+  @classmethod
   def from_gin(cls):
     try:
       return cls(DatasetConfig(), ModelConfig(), TrainingConfig())
@@ -148,6 +161,21 @@ class Hparams:
       owner, key = missing.groups()
       raise UserError(f'{owner}.{key} is not set: bind it in a --gin_file or with '
                       f'--gin_bindings="{owner}.{key} = ..."') from e
+
+
+def _tuples(value):
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def config_from_dict(cls, values):
+  """A config dataclass from its JSON dict (lists become tuples); a field it does not
+  know is a UserError (a file of a newer lmc_tf)."""
+  names = {field.name for field in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise UserError(f'{cls.__name__} has no fields {unknown[:3]}: read this run with the '
+                    'lmc_tf version that wrote it')
+  return cls(**{key: _tuples(value) for key, value in values.items()})
 
 
 def _flatten(tree, prefix=''):
