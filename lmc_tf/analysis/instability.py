@@ -12,11 +12,31 @@ data-order seed; compare the copies. The analysis directory (a store.RunDir) hol
                           a checkpoint every epoch)
   metrics.json            everything below; its presence marks the analysis done
   events.out.tfevents.*   the same numbers as TensorBoard summaries, and plots
+  aligned.json            `python -m lmc_tf.align` on the finished analysis (optional)
+
+Instability modulo permutation (InterpolationConfig.align, .repair; `compare_aligned`).
+For each pair of copies (A, B) and each method in `align`, B is aligned to A
+(lmc_tf/analysis/alignment.py): 'weights' is weight matching (seed 0),
+'activations' is activation matching on the first ALIGN_EXAMPLES (5000) examples
+of the training set in its evaluation order (fewer when DatasetConfig's
+train_eval_examples is smaller), without augmentation. metrics['aligned'][method]
+then holds what the raw comparison holds for A and aligned B: 'interpolation'
+(test and train curves at the same alphas, BatchNorm handled as the raw curves
+are), 'endpoints', 'instability' (the barriers), 'distances' ('l2', 'cosine'
+between A and aligned B; masked networks on the union of A's and aligned B's
+masks), with repair also 'repaired' (the curves and barriers of the REPAIRed
+networks, one per alpha, REPAIR's statistics taken on the same examples; a
+REPAIRed BatchNorm network has its own reset statistics, so batch_norm =
+'recompute' is not applied on top), and 'wall_time_s' (matching, evaluation,
+REPAIR). The raw keys are computed first and are the same with or without
+alignment; `python -m lmc_tf.align` computes the same `aligned` for a finished
+analysis.
 """
 import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
+import json
 import time
 from typing import Optional, Tuple
 
@@ -28,6 +48,7 @@ from lmc_tf import config as config_lib
 from lmc_tf import store
 from lmc_tf import summaries
 from lmc_tf import workers
+from lmc_tf.analysis import alignment
 from lmc_tf.analysis import distances
 from lmc_tf.analysis import interpolation
 from lmc_tf.errors import UserError
@@ -37,6 +58,9 @@ from lmc_tf.training import loop
 from lmc_tf.training import trainer
 
 SPLITS = ('test', 'train')
+ALIGN_METHODS = ('weights', 'activations')
+ALIGN_EXAMPLES = 5000  # activation matching and REPAIR: the first N training examples
+ALIGN_BATCH_SIZE = 250
 
 
 def _mask_digest(masks):
@@ -47,8 +71,9 @@ def _mask_digest(masks):
   return digest.hexdigest()
 
 
-def check_interpolation(interp):
-  """Refuses an InterpolationConfig the analysis cannot run, before anything trains."""
+def check_interpolation(interp, model_name=None):
+  """Refuses an InterpolationConfig the analysis cannot run, before anything trains;
+  with `model_name`, also alignment of a model without a permutation spec."""
   if interp.num_alphas < 2 or interp.alpha_min >= interp.alpha_max:
     raise UserError('interpolation needs InterpolationConfig.num_alphas >= 2 and alpha_min < '
                     'alpha_max')
@@ -63,6 +88,18 @@ def check_interpolation(interp):
   if interp.throughout_num_alphas < 0 or interp.throughout_num_alphas == 1:
     raise UserError('InterpolationConfig.throughout_num_alphas must be 0 (num_alphas) or at '
                     'least 2')
+  if isinstance(interp.align, str):
+    raise UserError(f'InterpolationConfig.align must be a tuple, e.g. ({interp.align!r},), '
+                    f'not the string {interp.align!r}')
+  unknown = [method for method in interp.align if method not in ALIGN_METHODS]
+  if unknown or len(set(interp.align)) != len(interp.align):
+    raise UserError(f'InterpolationConfig.align = {tuple(interp.align)!r}: give each of '
+                    f"{', '.join(ALIGN_METHODS)} at most once, e.g. ('weights', 'activations')")
+  if interp.repair and not interp.align:
+    raise UserError("InterpolationConfig.repair needs an alignment: set InterpolationConfig."
+                    "align, e.g. ('weights', 'activations')")
+  if interp.align and model_name is not None:
+    alignment.permutation_spec(model_name)  # a UserError for a model without one
 
 
 def check_parent(parent_dir):
@@ -109,7 +146,8 @@ class Spec:
             'data_order_seeds': list(self.data_order_seeds),
             'mask_sha256': None if masks is None else _mask_digest(masks),
             'baseline': self.baseline, 'baseline_seed': self.baseline_seed,
-            'interpolation': dataclasses.asdict(self.interp)}
+            # Plain JSON types (InterpolationConfig.align is a tuple), as hparams.json reads.
+            'interpolation': json.loads(json.dumps(dataclasses.asdict(self.interp)))}
 
   def copy_hparams(self, index):
     return dataclasses.replace(self.hparams, training=dataclasses.replace(
@@ -136,7 +174,7 @@ def make_spec(hparams, options, interp, data, rewind='0it', copies=2, data_order
   if baseline != 'imp' and level is None:
     raise UserError(f'--baseline={baseline} needs the IMP level of its mask, which seeds the '
                     'baseline: give --level, or a --mask from an IMP level directory')
-  check_interpolation(interp)
+  check_interpolation(interp, hparams.model.name)
   pruning = pruning or config_lib.PruningConfig()
   # The same draw as the IMP run's baseline of this level and init seed.
   seed = (None if baseline == 'imp' else
@@ -161,8 +199,7 @@ class Analysis:
     # Any finished or resumable run of the same hparams serves as the parent, e.g. level 0
     # of an IMP run; it must hold a checkpoint at k.
     self.parent_dir = store.RunDir(parent_dir) if parent_dir else self.run_dir.parent()
-    self.alphas = np.linspace(self.interp.alpha_min, self.interp.alpha_max,
-                              self.interp.num_alphas)
+    self.alphas = alphas_of(self.interp)
     self.throughout_seconds = 0.0
 
   def start_state(self):
@@ -248,12 +285,7 @@ class Analysis:
     return metrics
 
   def _bn_batches(self):
-    if self.interp.batch_norm != 'recompute':
-      return None
-    batch_size = self.hparams.training.batch_size
-    return loop.distribute(self.strategy, lambda replicas, num_replicas: (
-        self.data.train_batches(batch_size, 0, 0, self.interp.batch_norm_batches, replicas,
-                                num_replicas)))
+    return bn_batches(self.hparams, self.interp, self.data, self.strategy)
 
   def _compare(self, interpolator, weights_a, weights_b, masks, dir_a, dir_b):
     """Interpolation, instability and Appendix G distances between two final networks."""
@@ -282,6 +314,9 @@ class Analysis:
     result['distances']['cosine'] = distances.cosine_distance(vector_a, vector_b)
     if self.interp.throughout_training:
       result['throughout_training'] = self._throughout(interpolator, dir_a, dir_b, bn_data)
+    if self.interp.align:  # after every raw number, which it leaves as it is
+      result['aligned'] = compare_aligned(interpolator, self.hparams, self.interp, self.data,
+                                          weights_a, weights_b, masks, masks, bn_data)
     result['copies'] = [dir_a.name, dir_b.name]
     return result
 
@@ -340,6 +375,127 @@ class Analysis:
             'l2_k_to_final': distances.l2_distance(at_start,
                                                    distances.kernel_vector(finals[0], masks)),
             'l2_final_to_final': final_distance}
+
+def alphas_of(interp):
+  return np.linspace(interp.alpha_min, interp.alpha_max, interp.num_alphas)
+
+
+def bn_batches(hparams, interp, data, strategy):
+  """The training batches BatchNorm statistics are recomputed on ('recompute'), or None."""
+  if interp.batch_norm != 'recompute':
+    return None
+  batch_size = hparams.training.batch_size
+  return loop.distribute(strategy, lambda replicas, num_replicas: (
+      data.train_batches(batch_size, 0, 0, interp.batch_norm_batches, replicas, num_replicas)))
+
+
+def alignment_images(data, count=ALIGN_EXAMPLES):
+  """The first `count` training examples in evaluation order (no augmentation, at most
+  the DatasetConfig's train_eval_examples), as a re-iterable dataset of image batches."""
+  dataset, _ = data.with_eval_examples('train', count).eval_batches('train', ALIGN_BATCH_SIZE)
+  return dataset.map(lambda images, labels, weights: tf.boolean_mask(images, weights > 0))
+
+
+def _barriers(curve, endpoints):
+  return {key: max(curve[key]) - float(np.mean(endpoints[key])) for key in ('error', 'loss')}
+
+
+def compare_aligned(interpolator, hparams, interp, data, weights_a, weights_b, masks_a,
+                    masks_b, bn_data=None):
+  """metrics['aligned'] of one pair: method -> the comparison of A and B aligned to A by
+  that method (the module docstring). masks_a, masks_b: the copies' masks (kernel path ->
+  0/1; all ones for an unpruned network). `interpolator` evaluates the curves (its model is
+  overwritten); the matching and REPAIR run on models of their own, outside the strategy."""
+  spec = alignment.permutation_spec(hparams.model.name)
+  model_a, model_b = (trainer.build_model(hparams, data) for _ in range(2))
+  images = alignment_images(data)
+  alphas = alphas_of(interp)
+  results = {}
+  for method in interp.align:
+    began = time.time()
+    if method == 'weights':
+      perms = alignment.weight_matching(spec, weights_a, weights_b, seed=0)
+    else:
+      perms = alignment.activation_matching(spec, model_a, model_b, images, ALIGN_BATCH_SIZE,
+                                            weights_a, weights_b)
+    aligned = alignment.apply_permutation(spec, weights_b, perms)
+    matched = time.time()
+    result = {'interpolation': {}, 'endpoints': {}, 'instability': {}}
+    for split in SPLITS:
+      curve = interpolator.curve(weights_a, aligned, alphas, data, split, bn_data=bn_data)
+      ends = [interpolator.evaluate(w, data, split, bn_data) for w in (weights_a, aligned)]
+      endpoints = {key: [end[key] for end in ends] for key in ('error', 'loss')}
+      result['interpolation'][split] = curve
+      result['endpoints'][split] = endpoints
+      result['instability'][split] = _barriers(curve, endpoints)
+    union = alignment.interpolation_masks(masks_a, alignment.permute_masks(spec, masks_b, perms))
+    vector_a = distances.kernel_vector(weights_a, union)
+    vector_b = distances.kernel_vector(aligned, union)
+    result['distances'] = {'l2': distances.l2_distance(vector_a, vector_b),
+                           'cosine': distances.cosine_distance(vector_a, vector_b)}
+    evaluated = time.time()
+    if interp.repair:
+      stats = [alignment.layer_statistics(spec, model_a, w, images, ALIGN_BATCH_SIZE)
+               for w in (weights_a, aligned)]
+      curves = {split: {'loss': [], 'error': []} for split in SPLITS}
+      for alpha in alphas:
+        repaired = alignment.repair(spec, model_a, weights_a, aligned, alpha, images, *stats,
+                                    batch_size=ALIGN_BATCH_SIZE)
+        for split in SPLITS:
+          values = interpolator.evaluate(repaired, data, split)
+          for key in ('loss', 'error'):
+            curves[split][key].append(values[key])
+      result['repaired'] = {
+          'interpolation': curves,
+          'instability': {split: _barriers(curves[split], result['endpoints'][split])
+                          for split in SPLITS}}
+    result['wall_time_s'] = {'match': matched - began, 'evaluate': evaluated - matched,
+                             'repair': time.time() - evaluated}
+    results[method] = result
+  return results
+
+
+def align_finished(run_dir, data, methods, repair, strategy=None):
+  """The `aligned` metrics of a finished analysis in `run_dir` (by `compare_aligned`, as
+  the analysis computes them), for its copies' pairs averaged as metrics.json's are, and
+  per pair where there are more than two copies."""
+  run_dir = store.RunDir(run_dir)
+  if not run_dir.finished():
+    raise UserError(f'{run_dir} holds no finished instability analysis: run lmc_tf.instability '
+                    'there first, or give the directory of one')
+  found = run_dir.read_json(store.HPARAMS)
+  lineage = found.get('lineage') or {}
+  if lineage.get('analysis') != 'instability':
+    raise UserError(f'{run_dir} is not an instability analysis: give the directory of one '
+                    '(it holds copy_0, copy_1 and metrics.json)')
+  hparams = config_lib.Hparams.from_dict(found)
+  interp = dataclasses.replace(
+      config_lib.config_from_dict(config_lib.InterpolationConfig, lineage['interpolation']),
+      align=tuple(methods), repair=bool(repair))
+  check_interpolation(interp, hparams.model.name)
+  if not interp.align:
+    raise UserError('no alignment asked: give --align=weights,activations (or one of them)')
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    model = trainer.build_model(hparams, data)
+  interpolator = interpolation.Interpolator(model, strategy)
+  copies = [run_dir.file(name) for name in run_dir.metrics()['copies']]
+  copies = [store.RunDir(path) for path in copies]
+  finals = [copy.read_arrays(store.WEIGHTS) for copy in copies]
+  # As in Analysis._run: the copies' masks, or all ones for the unpruned network.
+  masks = [copy.read_arrays(store.MASK) if copy.exists(store.MASK) else masking.get_masks(model)
+           for copy in copies]
+  bn_data = bn_batches(hparams, interp, data, strategy)
+  pairs = [{'aligned': compare_aligned(interpolator, hparams, interp, data, finals[i],
+                                       finals[j], masks[i], masks[j], bn_data),
+            'copies': [copies[i].name, copies[j].name]}
+           for i, j in itertools.combinations(range(len(finals)), 2)]
+  return {'aligned': _mean_over_pairs(pairs)['aligned'],
+          'pairs': pairs if len(pairs) > 1 else [],
+          'alphas': [float(a) for a in alphas_of(interp)],
+          'align': list(interp.align), 'repair': interp.repair,
+          'examples': data.with_eval_examples('train', ALIGN_EXAMPLES).eval_count('train')}
+
 
 def write_summaries(run_dir, metrics, k):
   """The analysis' numbers as TensorBoard summaries: curves over alpha (step = 1000 alpha),

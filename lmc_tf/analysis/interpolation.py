@@ -162,6 +162,16 @@ class Interpolator:
     return {'loss': [float(v) / count for v in loss_sums],
             'error': [1.0 - float(v) / count for v in correct_sums]}
 
+  def evaluate(self, weights, data, split, bn_data=None):
+    """{'loss', 'error'} of one weight dict on `split`, as the naive path evaluates each
+    alpha (e.g. a REPAIRed network, which is not on the straight line). `bn_data`:
+    recompute BatchNorm statistics first. Leaves the model holding `weights`."""
+    trainer.assign_weights(self.model, weights)
+    if bn_data is not None:
+      self.recompute_batch_norm(bn_data)
+    result = self.evaluator.evaluate(data, split)
+    return {'loss': result['loss'], 'error': result['error']}
+
   def recompute_batch_norm(self, batches):
     """Replaces BatchNorm running statistics by their averages over `batches` (train mode).
 
