@@ -3,6 +3,7 @@ import ast
 import copy
 import dataclasses
 import glob
+import json
 import os
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_a_run_written_before_a_config_field_existed_is_claimed_at_its_default(t
   hparams = config.Hparams(config.DatasetConfig(name='fashion_mnist'),
                            config.ModelConfig(name='lenet_300_100'),
                            config.TrainingConfig(batch_size=60, training_steps='10it'))
-  interp = dataclasses.asdict(config.InterpolationConfig())
+  interp = json.loads(json.dumps(dataclasses.asdict(config.InterpolationConfig())))  # as stored
   asked = {**hparams.to_dict(), 'lineage': {'interpolation': interp}}
   old = copy.deepcopy(asked)
   del old['training']['precision']
