@@ -14,7 +14,11 @@ as OpenLTH's LambdaLR, stepped after each optimizer step, gives it.
 Each optimizer and schedule kind of gin_configs/ is run (Adam constant; SGD 0.9 + coupled
 weight decay with step drops; linear warmup; warmup then drops, in epochs; linear decay;
 and two runs rewound to a later iteration, a fresh optimizer continuing the schedule), its
-milestones and warmup shortened so that they fall within the 10 steps. Every lmc_tf
+milestones and warmup shortened so that they fall within the 10 steps, on LeNet and the
+smallest CIFAR ResNet; and VGG-16, ResNet-50 (64x64 images) and Inception-v3 (299x299, two
+images a step, its auxiliary logits in the loss) each under its own gin config's optimizer
+and schedule (15-35 minutes: skipped unless LMC_TF_HEAVY_TESTS=1). torchvision's Inception-v3 has dropout before its classifier,
+which lmc_tf's has not (docs/fidelity.md): the reference runs without it. Every lmc_tf
 variable (kernels, biases, BatchNorm scales and offsets, BatchNorm moving statistics) is
 compared with its PyTorch counterpart as max|lmc_tf - torch| <= 1e-5, an absolute
 difference (the weights are of order 0.01-1; BatchNorm moving statistics: see below):
@@ -46,6 +50,7 @@ weights left to move between passes, masked once more at the end) and, separatel
 zeroing the pruned weights' gradients. Pruned weights must be exactly 0 in lmc_tf and in
 the gradient-masked PyTorch network, and the rest within the tolerance.
 """
+import os
 import types
 
 import lmc_tf  # pylint: disable=unused-import  (must precede TensorFlow)
@@ -73,8 +78,12 @@ BATCH = 8
 STEPS = 10
 BATCH_SEED = 0
 MASK_SEED = 20
+NUDGE_SEED = 5
 LENET = ('lenet_300_100', (28, 28, 1))
 RESNET = ('cifar_resnet_8', (32, 32, 3))  # the smallest CIFAR ResNet (6n+2, n = 1)
+VGG = ('cifar_vgg_16', (32, 32, 3))
+RESNET_50 = ('resnet_50', (64, 64, 3))  # small images: the same layers, 1/12 of the work
+INCEPTION = ('inception_v3', (299, 299, 3))  # its auxiliary head needs 299x299 images
 _SGD = dict(optimizer='sgd', momentum=0.9, weight_decay=1e-4)
 
 # name -> (network, TrainingConfig fields, iterations per epoch, first iteration).
@@ -105,7 +114,33 @@ CONFIGS = {
     # inception_v3_imagenet.gin: lr 0.03 decayed linearly to 0.005 at the end, here 12it.
     'sgd_linear': (RESNET, dict(_SGD, lr=0.03, lr_schedule='linear', final_lr=0.005,
                                 training_steps='12it'), 1, 0),
+    # The paper's other networks, each under its own gin config's optimizer and schedule
+    # (heavy: the comparison is the same, the networks are 10-1000x larger). ResNet-50's and
+    # Inception-v3's rates are 1/100 of their configs' (at full rate, on a few noise images,
+    # their weights moved by 25-35 in 10 steps). Even so their free-running trajectories are
+    # chaotic: BatchNorm over a few values (2x2 pixels x 8 images; Inception's auxiliary
+    # head, 1 pixel x 2 images) amplifies any difference, so PyTorch against itself started
+    # 1e-12 apart ends 0.1 apart after 10 steps (ResNet-50). For them the 10 free steps are
+    # held to that control (CHAOTIC); each single step is still held to TOLERANCE.
+    'vgg16_sgd_step': (VGG, dict(_SGD, lr=0.1, lr_schedule='step', milestones=('5it', '8it'),
+                                 gamma=0.1, training_steps='63it'), 1, 0),
+    'resnet50_sgd_warmup_then_step': (RESNET_50, dict(_SGD, lr=0.004, lr_schedule='step',
+                                                      milestones=('3ep', '4ep', '8ep'),
+                                                      gamma=0.1, warmup='2ep',
+                                                      training_steps='9ep'), 2, 0),
+    # Inception-v3 with its auxiliary logits weighted 0.4 in the loss (aux_loss_weight).
+    'inception_v3_sgd_linear': (INCEPTION, dict(_SGD, lr=0.0003, lr_schedule='linear',
+                                                final_lr=0.00005, training_steps='12it',
+                                                aux_loss_weight=0.4), 1, 0),
 }
+HEAVY = {'vgg16_sgd_step', 'resnet50_sgd_warmup_then_step', 'inception_v3_sgd_linear'}
+CHAOTIC = {'resnet50_sgd_warmup_then_step', 'inception_v3_sgd_linear'}
+NUDGE = 1e-12  # CHAOTIC's control: PyTorch from the initial weights plus N(0, NUDGE) noise
+# 15-35 minutes on 2 cores, more than the rest of the suite on one TensorFlow version: run by
+# LMC_TF_HEAVY_TESTS=1 .venv/bin/python -m pytest tests/reference/test_training_equivalence.py
+_HEAVY = pytest.mark.skipif(not os.environ.get('LMC_TF_HEAVY_TESTS'), reason=(
+    'VGG-16, ResNet-50 and Inception-v3 training steps take 15-35 minutes: set '
+    'LMC_TF_HEAVY_TESTS=1 to run them'))
 
 
 def make_clock(training, iterations_per_epoch):
@@ -116,10 +151,15 @@ def make_clock(training, iterations_per_epoch):
   return clock
 
 
-def batches(image_shape, seed):
+def batch_size(name):
+  # Inception-v3 at 299x299 in float64 is 25x ResNet-50's work at 64x64: 2 images a step.
+  return 2 if name == 'inception_v3' else BATCH
+
+
+def batches(image_shape, seed, batch):
   rng = np.random.default_rng(seed)
-  images = rng.normal(size=(STEPS, BATCH) + image_shape)
-  labels = rng.integers(0, CLASSES, size=(STEPS, BATCH)).astype(np.int32)
+  images = rng.normal(size=(STEPS, batch) + image_shape)
+  labels = rng.integers(0, CLASSES, size=(STEPS, batch)).astype(np.int32)
   return images, labels
 
 
@@ -164,6 +204,7 @@ class KerasRun:
     masking.set_masks(self.model, self.masks)
     self.first_iteration.assign(first_iteration)
     self.initial = self.weights()
+    self.trainable = sorted(masking.variable_path(v) for v in self.model.trainable_variables)
 
   def learning_rates(self, count):
     """The schedule's rate at each of the optimizer's next `count` steps."""
@@ -188,9 +229,13 @@ class KerasRun:
 
 
 def torch_network(name, image_shape):
-  if name == 'lenet_300_100':
-    return torch_models.LeNet([300, 100], CLASSES, int(np.prod(image_shape)))
-  return torch_models.CifarResNet(int(name.split('_')[2]), 16, CLASSES)
+  net = torch_models.reference_network(name, CLASSES, int(np.prod(image_shape)))
+  if name == 'inception_v3':
+    # torchvision drops half of the pooled features (p = 0.5) before the classifier in
+    # training; lmc_tf's Inception-v3, Keras' trunk, has no dropout (docs/fidelity.md). The
+    # comparison is of everything else: the reference is run without it.
+    net.dropout = torch.nn.Identity()
+  return net
 
 
 def _torch_kernel_keys(weights, masks, name):
@@ -201,17 +246,28 @@ def _torch_kernel_keys(weights, masks, name):
   return sorted(k for k, v in state.items() if v.dtype.kind == 'f' and np.all(v == 7.0))
 
 
+def _torch_trainable_keys(weights, trainable, name):
+  """The PyTorch entries holding lmc_tf's trainable variables `trainable` (paths)."""
+  return set(_torch_kernel_keys(weights, dict.fromkeys(trainable), name))
+
+
 class TorchRun:
   """The PyTorch reference of `name` holding lmc_tf `weights`, in train mode, with
   torch.optim's optimizer of `training`. masking: None, 'openlth' (PrunedModel: weights
   times the mask before each forward pass) or 'gradients' (pruned gradients zeroed)."""
 
-  def __init__(self, name, image_shape, training, weights, masks=None, masking_style=None,
-               dtype=torch.float64):
-    self.name, self.dtype = name, dtype
+  def __init__(self, name, image_shape, training, weights, trainable, masks=None,
+               masking_style=None, dtype=torch.float64):
+    self.name, self.dtype, self.aux_loss_weight = name, dtype, training.aux_loss_weight
     self.net = torch_network(name, image_shape).to(dtype).train()
     self.load(weights)
-    params = list(self.net.parameters())
+    # PyTorch parameters that are constants in lmc_tf stay put: Inception-v3's trunk
+    # BatchNorm scales (Keras' trunk has none: 1) and VGG's conv biases (0 in lmc_tf's
+    # export; with BatchNorm after the conv their gradient is 0 anyway).
+    for key, param in self.net.named_parameters():
+      if key not in _torch_trainable_keys(weights, trainable, name):
+        param.requires_grad_(False)
+    params = [p for p in self.net.parameters() if p.requires_grad]
     if training.optimizer == 'sgd':
       self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=training.momentum,
                                        weight_decay=training.weight_decay, nesterov=False)
@@ -246,8 +302,14 @@ class TorchRun:
     if self.masking_style == 'openlth':
       self.apply_masks()  # PrunedModel.forward: _apply_mask(), then the model
     self.optimizer.zero_grad()
-    logits = self.net(torch.from_numpy(images.transpose(0, 3, 1, 2)).to(self.dtype))
-    F.cross_entropy(logits, torch.from_numpy(labels).long()).backward()
+    outputs = self.net(torch.from_numpy(images.transpose(0, 3, 1, 2)).to(self.dtype))
+    target = torch.from_numpy(labels).long()
+    if isinstance(outputs, torch.Tensor):
+      loss = F.cross_entropy(outputs, target)
+    else:  # torchvision's InceptionOutputs(logits, aux_logits), in training
+      loss = (F.cross_entropy(outputs.logits, target) +
+              self.aux_loss_weight * F.cross_entropy(outputs.aux_logits, target))
+    loss.backward()
     if self.masking_style == 'gradients':
       for param, mask in self.masks.items():
         param.grad.mul_(mask)
@@ -312,19 +374,21 @@ def print_measured():
 
 def _run(case, masks_seed=None):
   (name, image_shape), fields, iterations_per_epoch, first_iteration = CONFIGS[case]
-  training = config.TrainingConfig(batch_size=BATCH, **fields)
+  training = config.TrainingConfig(batch_size=batch_size(name), **fields)
   keras = KerasRun(name, image_shape, training, make_clock(training, iterations_per_epoch),
                    first_iteration, masks_seed)
-  images, labels = batches(image_shape, BATCH_SEED)
+  images, labels = batches(image_shape, BATCH_SEED, training.batch_size)
   rates = keras.learning_rates(STEPS + 1)  # one more, for the schedule read one step off
   return name, image_shape, training, keras, images, labels, rates
 
 
-@pytest.mark.parametrize('case', sorted(CONFIGS))
+@pytest.mark.parametrize('case', [pytest.param(c, marks=[pytest.mark.slow, _HEAVY])
+                                  if c in HEAVY else c for c in sorted(CONFIGS)])
 def test_training_steps_match_torch_optim(case):
   name, image_shape, training, keras, images, labels, rates_ahead = _run(case)
   rates = rates_ahead[:STEPS]
-  torch_run = lambda **kw: TorchRun(name, image_shape, training, keras.initial, **kw)
+  torch_run = lambda **kw: TorchRun(name, image_shape, training, keras.initial,
+                                  keras.trainable, **kw)
   assert difference(keras.initial, torch_run().weights()) == 0.0
   keras_after = keras.train(images, labels)
   keras_before = [keras.initial] + keras_after[:-1]
@@ -341,7 +405,18 @@ def test_training_steps_match_torch_optim(case):
 
   assert max(each) <= TOLERANCE, (each, 'step by step')
   assert one[0] <= TOLERANCE, ('1 step', one)
-  assert ten[0] <= TOLERANCE, (f'{STEPS} steps', ten)
+  if case in CHAOTIC:
+    rng = np.random.default_rng(NUDGE_SEED)
+    nudged = {p: v + rng.normal(0, NUDGE, v.shape) if '/moving_' not in p else v
+              for p, v in keras.initial.items()}
+    control = difference(free[-1], TorchRun(name, image_shape, training, nudged,
+                                            keras.trainable).train(images, labels, rates)[-1],
+                         moving=False)
+    MEASURED[f'{case} (rates {", ".join(f"{r:.4g}" for r in rates)})'] += (
+        f'; PyTorch against itself started {NUDGE} apart, {STEPS} steps: {control:.2e}')
+    assert ten[0] <= max(TOLERANCE, 10 * control), (f'{STEPS} steps', ten, control)
+  else:
+    assert ten[0] <= TOLERANCE, (f'{STEPS} steps', ten)
   assert moved > 100 * TOLERANCE
 
   if rates != rates_ahead[1:]:
@@ -366,8 +441,8 @@ def test_masked_training_matches_torch_optim(case):
     assert np.all(final[path][mask == 0] == 0), path
 
   for style in ('openlth', 'gradients'):
-    torch_run = lambda: TorchRun(name, image_shape, training, keras.initial, keras.masks,
-                                 style)  # pylint: disable=cell-var-from-loop
+    torch_run = lambda: TorchRun(name, image_shape, training, keras.initial, keras.trainable,
+                                 keras.masks, style)  # pylint: disable=cell-var-from-loop
     reference = torch_run()
     free = reference.train(images, labels, rates)[-1]
     if style == 'gradients':
@@ -386,7 +461,7 @@ def test_masked_training_matches_torch_optim(case):
     assert ten[0] <= TOLERANCE, (style, ten)
 
 
-@pytest.mark.parametrize('case', sorted(CONFIGS))
+@pytest.mark.parametrize('case', sorted(set(CONFIGS) - HEAVY))  # HEAVY repeats their optimizers
 def test_optimizer_updates_match_torch_optim_on_the_same_gradients(case):
   """lmc_tf's schedule and optimizer alone, given the same gradients as torch.optim: their
   magnitudes spread over 1e-10..1e-1 per element, Adam's epsilon regime included, where
