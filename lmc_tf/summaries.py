@@ -172,7 +172,7 @@ def _numbers_table(metrics, k):
 # A sweep's readable names.
 
 def mask_density(masks):
-  """The fraction of weights a mask keeps, as the report counts it (tables.analysis_density)."""
+  """The fraction of weights a mask keeps (tables and the report count density so too)."""
   return float(sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values()))
 
 

@@ -8,6 +8,7 @@ import sys
 import lmc_tf  # pylint: disable=unused-import
 
 from lmc_tf import store
+from lmc_tf import summaries
 
 COLUMNS = ('analysis', 'k', 'density', 'test err (copies)', 'test instability',
            'train instability', 'stable', 'L2', 'cosine', 'class. diffs test/train',
@@ -26,8 +27,7 @@ def analysis_density(run_dir):
   copy = run_dir.copy(0)
   if not run_dir.lineage().get('mask_sha256') or not copy.exists(store.MASK):
     return 1.0
-  masks = copy.read_arrays(store.MASK)
-  return float(sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values()))
+  return summaries.mask_density(copy.read_arrays(store.MASK))
 
 
 def row(directory):
