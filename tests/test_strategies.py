@@ -64,13 +64,20 @@ def _leaves(tree, path=''):
 
 
 def assert_same_analysis(expected_dir, actual_dir):
-  """Same metrics (errors may differ by one example in 1000) and same trained weights."""
+  """Same metrics (errors may differ by one example in 1000) and same trained weights.
+
+  The count of examples the two copies classify differently may move more: a wrong
+  prediction that changes to another wrong class leaves the error as it was. On an AMD EPYC
+  (AVX2) CI machine, the 8 XLA-compiled replicas gave 220 such examples of quick.gin's 1000
+  where the default run gave 209, with every error within one example; so 1.5% of them."""
   expected = dict(_leaves(json.load(open(expected_dir / 'metrics.json'))))
   actual = dict(_leaves(json.load(open(actual_dir / 'metrics.json'))))
   assert expected.keys() == actual.keys()
   for key, value in expected.items():
     if isinstance(value, float):
       assert actual[key] == pytest.approx(value, abs=1.5e-3 if 'error' in key else 1e-4), key
+    elif 'classification_differences' in key:
+      assert abs(actual[key] - value) <= 15, key
     else:
       assert actual[key] == value, key
   for copy in ('copy_0', 'copy_1'):
