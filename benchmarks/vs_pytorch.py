@@ -86,15 +86,16 @@ def lmc_tf_child(model, variant):
     run = trainer.Run(hparams, options, model_dir, data)
     run.restore_or_initialize()
     times = []
-    train_loop = run.steps.train_loop
+    name = 'gathered_train_loop' if run.gathers_batches else 'train_loop'
+    train_loop = getattr(run.steps, name)
 
-    def timed_loop(iterator, num_steps):
-      result = train_loop(iterator, num_steps)
+    def timed_loop(*args):
+      result = train_loop(*args)
       float(run.steps.train_loss.result())  # waits for the chunk's last step
       times.append((run.iteration, time.perf_counter()))
       return result
 
-    run.steps.train_loop = timed_loop
+    setattr(run.steps, name, timed_loop)
     began = time.perf_counter()
     run.train()
   (first_iteration, first_end), (last_iteration, end) = times[0], times[-1]

@@ -75,6 +75,38 @@ def test_data_order_is_a_pure_function_of_seed_and_iteration(fashion_mnist_split
   assert not np.array_equal(full[0][1], full[10][1])
 
 
+def _synthetic_cifar(train_subset=None):
+  return data_lib.load(config_lib.DatasetConfig(name='cifar10', synthetic=True,
+                                                train_subset=train_subset))
+
+
+def test_pixels_normalize_as_the_arithmetic_does(fashion_mnist_splits):
+  """The lookup of _preprocess gives, bitwise, (v / 255 - mean) / std computed eagerly."""
+  for data in (fashion_mnist(fashion_mnist_splits), _synthetic_cifar()):
+    pixels = data.train_images[:40]
+    expected = augment.normalize(tf.cast(pixels, tf.float32) / 255.0, data.info.mean,
+                                 data.info.std)
+    np.testing.assert_array_equal(data._preprocess(pixels).numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize('jit_compile', [False, True])
+def test_a_loop_gathering_its_own_batches_sees_the_pipelines_batches(fashion_mnist_splits,
+                                                                     jit_compile):
+  """train_indices + make_batch in a compiled function (as Steps.gathered_train_loop makes
+  them) give bitwise the batches of train_batches, across an epoch's end, augmented too."""
+  for data, batch_size in ((fashion_mnist(fashion_mnist_splits, train_subset=500), 50),
+                           (_synthetic_cifar(), 32)):
+    expected = _batches(data, 7, 6, 13, batch_size)  # epochs of 10 and of 8 iterations
+    indices = data.train_indices(batch_size, 7, 6, 13)
+    make = tf.function(lambda index, iteration, data=data, batch_size=batch_size:
+                       data.make_batch(index, iteration, 7, np.arange(batch_size), batch_size),
+                       jit_compile=jit_compile)
+    for row, (images, labels) in enumerate(expected):
+      gathered = make(indices[row], tf.constant(6 + row, tf.int64))
+      np.testing.assert_array_equal(gathered[0].numpy(), images)
+      np.testing.assert_array_equal(gathered[1].numpy(), labels)
+
+
 def test_cifar_augmentation_is_seeded_and_per_image():
   images = tf.random.stateless_uniform([64, 32, 32, 3], seed=[0, 0])
   a = augment.pad_crop_flip(images, tf.constant([1, 2], tf.int64))

@@ -14,16 +14,30 @@ def normalize(images, mean, std):
   return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
+# The random draws of in-memory batches name their algorithm and draw integers, so that they
+# are the same whether XLA compiles them (Steps.gathered_train_loop) or not: XLA makes other
+# floats than TensorFlow's kernels, and with the default algorithm other numbers from seeds
+# that do not fit in 32 bits, as folded-in seeds do not.
+ALGORITHM = 'philox'
+
+
+def uniform_ints(shape, seed, maxval):
+  """Integers in [0, maxval)."""
+  return tf.random.stateless_uniform(shape, seed, minval=0, maxval=maxval, dtype=tf.int32,
+                                     alg=ALGORITHM)
+
+
 def random_flip(images, seed, positions, batch_size):
   """Flips each image of `positions` of a batch left-right with probability 1/2."""
-  flip = tf.gather(tf.random.stateless_uniform([batch_size], seed), positions) < 0.5
+  flip = tf.gather(uniform_ints([batch_size], seed, 2), positions) > 0
   return tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(images, axis=[2]), images)
 
 
 def pad_crop_flip(images, seed, positions=None, batch_size=None, pad=4):
   """CIFAR augmentation of a batch: each image gets its own crop offset and flip.
 
-  `images` are floats in [0, 1]; padding is black, as in the usual pad-then-crop.
+  `images` are pixels (uint8, or floats in [0, 1]); padding is 0, black, as in the usual
+  pad-then-crop.
   `images` may be some `positions` of a batch of `batch_size` (one replica's share):
   the random draws are made for the whole batch, so an image is augmented the
   same however the batch is split over replicas.
@@ -32,9 +46,9 @@ def pad_crop_flip(images, seed, positions=None, batch_size=None, pad=4):
     positions = tf.range(tf.shape(images)[0])
     batch_size = tf.shape(images)[0]
   height, width = images.shape[1], images.shape[2]
-  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  offsets = tf.gather(tf.random.stateless_uniform(
-      [batch_size, 2], crop_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32), positions)
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2,
+                                                                          alg=ALGORITHM))
+  offsets = tf.gather(uniform_ints([batch_size, 2], crop_seed, 2 * pad + 1), positions)
   padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
   rows = offsets[:, :1] + tf.range(height)[None]
   cols = offsets[:, 1:] + tf.range(width)[None]

@@ -7,6 +7,7 @@ iteration i yields exactly the batches an uninterrupted run sees from i on.
 """
 import copy
 import dataclasses
+import functools
 import math
 import os
 from typing import Optional, Tuple
@@ -148,6 +149,9 @@ def train_stream(shards, seed, start, end, epoch_size, cycle_length=IMAGENET_CYC
 class Data:
   """A dataset with its train pipeline and padded evaluation pipelines."""
 
+  # Whether a train loop may gather its batches itself (train_indices, make_batch).
+  held_in_memory = False
+
   def __init__(self, name, info, config):
     self.name = name
     self.info = info
@@ -207,6 +211,8 @@ class Data:
 class InMemoryData(Data):
   """Small datasets held as uint8 arrays; batches are gathered by index, then preprocessed."""
 
+  held_in_memory = True
+
   def __init__(self, name, info, config, splits):
     super().__init__(name, info, config)
     train_images, train_labels = splits['train']
@@ -223,39 +229,72 @@ class InMemoryData(Data):
   def num_test(self):
     return len(self.test_images)
 
+  @functools.cached_property
+  def _pixel_values(self):
+    """normalize(v / 255) of every uint8 value v in every channel c, at [256 c + v]."""
+    with tf.init_scope():
+      values = tf.range(256, dtype=tf.float32)[:, None] / 255.0
+      return tf.reshape(tf.transpose(augment.normalize(values, self.info.mean, self.info.std)),
+                        [-1])
+
   def _preprocess(self, images, seed=None, positions=None, batch_size=None):
-    images = tf.cast(images, tf.float32) / 255.0
+    # Augmentation moves uint8 pixels (padding is 0, black); each pixel is then looked up in
+    # _pixel_values. A lookup is exact, so a batch is bitwise the same whether tf.data, a
+    # graph (whose arithmetic optimizer may rewrite (x / 255 - mean) / std) or XLA makes it.
     if seed is not None and self.info.augmentation == 'pad_crop_flip':
       images = augment.pad_crop_flip(images, seed, positions, batch_size)
     elif seed is not None and self.info.augmentation == 'imagenet':
       images = augment.random_flip(images, seed, positions, batch_size)
-    return augment.normalize(images, self.info.mean, self.info.std)
+    channels = images.shape[-1]
+    return tf.gather(self._pixel_values, tf.cast(images, tf.int32) + 256 * tf.range(channels))
+
+  def _epoch_order(self, batch_size, seed, epoch):
+    """The examples of each iteration of `epoch`, [iterations per epoch, batch_size]."""
+    steps = self.iterations_per_epoch(batch_size)
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(self.num_train),
+        seed=tf.random.experimental.stateless_fold_in(_seed_key(seed, _SHUFFLE),
+                                                      tf.cast(epoch, tf.int64)))
+    return tf.reshape(order[:steps * batch_size], [steps, batch_size])
+
+  @functools.cached_property
+  def _train_tensors(self):
+    with tf.init_scope():  # eager, also when first asked for by a pipeline being traced
+      return tf.constant(self.train_images), tf.constant(self.train_labels)
+
+  def make_batch(self, index, iteration, seed, positions, batch_size):
+    """(images, labels) of the examples `index` (the `positions` of iteration `iteration`'s
+    batch of `batch_size`): gathered, then augmented with the seed of (seed, iteration)."""
+    images, labels = self._train_tensors
+    index = tf.gather(index, positions)
+    # fold_in's draw depends on the dtype of what it folds in: always int64, as tf.data's.
+    seed_i = tf.random.experimental.stateless_fold_in(
+        _seed_key(seed, _AUGMENT), tf.cast(iteration, tf.int64), alg=augment.ALGORITHM)
+    return (self._preprocess(tf.gather(images, index), seed_i, positions, batch_size),
+            tf.gather(labels, index))
+
+  def train_indices(self, batch_size, seed, start, end):
+    """The examples of iterations start..end-1, [end - start, batch_size]: what train_batches
+    gathers, for a loop that gathers its batches itself (make_batch)."""
+    steps = self.iterations_per_epoch(batch_size)
+    first_epoch = start // steps
+    orders = [self._epoch_order(batch_size, seed, epoch)
+              for epoch in range(first_epoch, math.ceil(end / steps))]
+    return tf.concat(orders, 0)[start - first_epoch * steps:end - first_epoch * steps]
 
   def train_batches(self, batch_size, seed, start, end, replicas=(0,), num_replicas=1):
     steps = self.iterations_per_epoch(batch_size)
     size, positions = _replica_slice(batch_size, replicas, num_replicas)
-    images = tf.constant(self.train_images)
-    labels = tf.constant(self.train_labels)
-    count = self.num_train
-    shuffle_key, augment_key = _seed_key(seed, _SHUFFLE), _seed_key(seed, _AUGMENT)
-
-    def epoch_indices(epoch):
-      order = tf.random.experimental.stateless_shuffle(
-          tf.range(count), seed=tf.random.experimental.stateless_fold_in(shuffle_key, epoch))
-      return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * batch_size],
-                                                           [steps, batch_size]))
-
     first_epoch = start // steps
     indices = (tf.data.Dataset.range(first_epoch, math.ceil(end / steps))
-               .flat_map(epoch_indices).skip(start - first_epoch * steps))
+               .flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
+                   self._epoch_order(batch_size, seed, epoch)))
+               .skip(start - first_epoch * steps))
     iterations = tf.data.Dataset.range(start, end)
 
     def make_batch(iteration, index):
       # The slices of this pipeline's replicas, preprocessed together, then one per element.
-      index = tf.gather(index, positions)
-      seed_i = tf.random.experimental.stateless_fold_in(augment_key, iteration)
-      batch = (self._preprocess(tf.gather(images, index), seed_i, positions, batch_size),
-               tf.gather(labels, index))
+      batch = self.make_batch(index, iteration, seed, positions, batch_size)
       return tuple(tf.reshape(t, [len(replicas), size] + t.shape[1:].as_list()) for t in batch)
 
     return (tf.data.Dataset.zip((iterations, indices))

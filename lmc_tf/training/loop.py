@@ -72,7 +72,7 @@ class Steps:
   """The train loop (and an Evaluator) of one model and optimizer under one strategy."""
 
   def __init__(self, model, optimizer, strategy, global_batch_size, weight_decay=0.0,
-               aux_loss_weight=0.4, jit_compile=False):
+               aux_loss_weight=0.4, jit_compile=False, make_batch=None):
     self.model = model
     self.optimizer = optimizer
     self.strategy = strategy
@@ -86,6 +86,13 @@ class Steps:
       self.nonfinite_steps = tf.keras.metrics.Sum('nonfinite_steps')
     self._gradients = compiled(self.gradients, jit_compile)
     self.train_loop = tf.function(self._train_loop)
+    # With `make_batch(example indices, iteration) -> (images, labels)` (in-memory data under
+    # the default strategy), a loop that makes each batch itself from the training set held
+    # on the device: no tf.data between steps, and with jit_compile the whole loop is one
+    # XLA program (on this CPU LeNet's steps ran 1.6x as fast as a compiled step alone).
+    self._make_batch = make_batch
+    self.gathered_train_loop = tf.function(self._gathered_train_loop, jit_compile=jit_compile,
+                                           reduce_retracing=True)
     self.evaluate = Evaluator(model, strategy, jit_compile).evaluate
 
   def replica_step(self, images, labels):
@@ -120,6 +127,12 @@ class Steps:
     for _ in tf.range(num_steps):
       images, labels = next(iterator)
       self.strategy.run(self.replica_step, args=(images, labels))
+
+  def _gathered_train_loop(self, indices, first_iteration):
+    """A step for each row of `indices`, the examples of iterations first_iteration, ..."""
+    for i in tf.range(tf.shape(indices)[0]):
+      images, labels = self._make_batch(indices[i], first_iteration + tf.cast(i, tf.int64))
+      self.replica_step(images, labels)
 
   def first_nonfinite_step(self, num_steps):
     """Of the last `num_steps` steps run since the count was reset, the first (1-based) whose

@@ -34,6 +34,14 @@ def _build(name, tpu):
   raise UserError(f'unknown strategy {name!r}: choose one of {", ".join(STRATEGIES)}')
 
 
+def is_default(strategy):
+  """Whether `strategy` is TensorFlow's default one: one device, one replica, no input
+  pipelines to distribute."""
+  return not isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                   tf.distribute.MultiWorkerMirroredStrategy,
+                                   tf.distribute.TPUStrategy))
+
+
 def _is_chief_task(resolver):
   """Whether this task writes: the 'chief' task, or worker 0 of a cluster without one."""
   task_type, task_id = resolver.task_type, resolver.task_id

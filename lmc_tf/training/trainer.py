@@ -25,6 +25,7 @@ from lmc_tf.errors import UserError
 from lmc_tf.models import masking
 from lmc_tf.training import loop
 from lmc_tf.training import optim
+from lmc_tf.training import strategy as strategy_lib
 
 @dataclasses.dataclass
 class Start:
@@ -123,7 +124,10 @@ def build_model(hparams, data, precision='float32'):
   try:
     return build()
   finally:
-    tf.keras.mixed_precision.set_global_policy(previous)
+    # None where it was floatx's: set explicitly, it would no longer follow floatx (the
+    # PyTorch comparisons build float64 models after bfloat16 ones in one process).
+    default = previous.name == tf.keras.backend.floatx()
+    tf.keras.mixed_precision.set_global_policy(None if default else previous)
 
 
 def weights_at(run_dir, iteration, hparams, data, model=None):
@@ -166,8 +170,16 @@ class Run:
       self.optimizer = optim.make_optimizer(training, self.schedule, self.first_iteration)
       self.optimizer.build(self.model.trainable_variables)
       self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    # In-memory data on one device: the loop gathers its own batches (Steps.gathered_train_loop).
+    self.gathers_batches = data.held_in_memory and strategy_lib.is_default(self.strategy)
+    make_batch = None
+    if self.gathers_batches:
+      batch = training.batch_size
+      make_batch = lambda index, iteration: data.make_batch(
+          index, iteration, training.data_order_seed, np.arange(batch), batch)
     self.steps = loop.Steps(self.model, self.optimizer, self.strategy, training.batch_size,
-                            training.weight_decay, training.aux_loss_weight, options.jit_compile)
+                            training.weight_decay, training.aux_loss_weight, options.jit_compile,
+                            make_batch)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           first_iteration=self.first_iteration,
                                           elapsed_seconds=self.elapsed)
@@ -242,13 +254,18 @@ class Run:
     start = self.iteration
     with writer.as_default(step=start):
       tf.summary.text('config/operative_gin', gin.markdown(gin.operative_config_str()))
-    iterator = self.train_iterator(start)
+    iterator = None if self.gathers_batches else self.train_iterator(start)
     began = time.time()
     elapsed_before = float(self.elapsed.numpy())
     iteration = start
     while iteration < self.clock.total:
       stop = self._next_stop(iteration)
-      self.steps.train_loop(iterator, tf.constant(stop - iteration))
+      if self.gathers_batches:
+        self.steps.gathered_train_loop(
+            self.data.train_indices(training.batch_size, training.data_order_seed, iteration,
+                                    stop), tf.constant(iteration, tf.int64))
+      else:
+        self.steps.train_loop(iterator, tf.constant(stop - iteration))
       first = self.steps.first_nonfinite_step(stop - iteration)
       if first is not None:
         loss = float(self.steps.train_loss.result())
