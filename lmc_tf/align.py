@@ -7,7 +7,8 @@ weights.npz and mask.npz; nothing is trained), aligns each copy B to copy A by
 weight matching and/or activation matching, and writes aligned.json there: the
 `aligned` metrics an analysis run with InterpolationConfig.align (and .repair)
 writes into metrics.json, computed by the same function
-(lmc_tf/analysis/instability.py, `compare_aligned`). Prints the test error
+(lmc_tf/analysis/instability.py, `compare_aligned`), and the same TensorBoard
+summaries an aligned analysis writes (lmc_tf/summaries.py). Prints the test error
 barrier raw, after each alignment and, with --repair, after REPAIR.
 """
 import time
@@ -21,11 +22,12 @@ from lmc_tf import cli
 from lmc_tf import config as config_lib
 from lmc_tf import io_utils
 from lmc_tf import store
+from lmc_tf import summaries
 from lmc_tf.analysis import instability
 from lmc_tf.errors import UserError
 from lmc_tf.training import trainer
 
-ALIGNED = 'aligned.json'
+ALIGNED = summaries.ALIGNED_JSON
 
 flags.DEFINE_list('align', list(instability.ALIGN_METHODS), 'Alignment methods: weights '
                   '(weight matching), activations (activation matching).')
@@ -42,6 +44,14 @@ def barrier_table(raw, aligned):
     if 'repaired' in result:
       cells.append(f'{method}+REPAIR {result["repaired"]["instability"]["test"]["error"]:.4f}')
   return 'test error barrier: ' + ' / '.join(cells)
+
+
+def write(run_dir, result):
+  """aligned.json, and its TensorBoard summaries beside the analysis' own (replacing those
+  of an earlier lmc_tf.align there)."""
+  io_utils.write_json(run_dir.file(ALIGNED), result)
+  summaries.write_aligned(run_dir.path, run_dir.metrics(), result,
+                          run_dir.lineage()['rewind_iteration'])
 
 
 def main(argv):
@@ -63,7 +73,7 @@ def main(argv):
   began = time.time()
   result = instability.align_finished(run_dir, data, FLAGS.align, FLAGS.repair, strategy)
   result['wall_time_s'] = time.time() - began
-  io_utils.write_json(run_dir.file(ALIGNED), result)
+  write(run_dir, result)
   print(f'{barrier_table(run_dir.metrics(), result["aligned"])} '
         f'({result["wall_time_s"]:.1f} s; {run_dir.file(ALIGNED)})')
 

@@ -3,8 +3,10 @@ r"""The appendix report of a sweep: figures with mean and std over replicates, a
   python -m lmc_tf.report --model_dir=runs/sweep [--output_dir=runs/sweep/report]
 
 Reads every sweep_*.json plan under --model_dir and whatever of its runs are
-finished, then writes PNG figures (the appendix's figure types), summary.md
-and summary.csv to --output_dir, a TensorBoard hparams dashboard over the
+finished, then writes PNG figures (the appendix's figure types; where analyses
+were aligned, by InterpolationConfig.align or lmc_tf.align, the error barrier
+before and after alignment against k and against density), summary.md and
+summary.csv to --output_dir, a TensorBoard hparams dashboard over the
 analyses to MODEL_DIR/hparams, and the sweep's lines against k and density to
 MODEL_DIR/tensorboard (`tensorboard --logdir MODEL_DIR/tensorboard`).
 """
@@ -56,8 +58,11 @@ def load(root):
       if job['kind'] == 'analysis':
         if not directory.finished():
           continue
-        analyses.append(dict(job, density=tables.analysis_density(directory),
-                             metrics=directory.metrics()))
+        metrics = directory.metrics()
+        aligned = tables.analysis_aligned(directory, metrics)
+        if aligned:  # aligned.json too, so that the report reads metrics['aligned'] only
+          metrics['aligned'] = aligned
+        analyses.append(dict(job, density=tables.analysis_density(directory), metrics=metrics))
       else:
         if not directory.exists(store.LOTTERY):
           continue
@@ -109,6 +114,18 @@ def _k_axis(ax, ks):
   ax.set_xticks(ks)
   ax.set_xticklabels([str(k) for k in ks])
   ax.set_xlabel('rewinding iteration k')
+  ax.grid(alpha=0.3)
+
+
+def _density_axis(ax, percents):
+  """Percent of weights remaining on a log axis, a tick per density, the sparsest right."""
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  ax.set_xscale('log')
+  ax.set_xticks(sorted(percents))
+  ax.xaxis.set_major_formatter(ticker.FormatStrFormatter('%.3g'))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.invert_xaxis()
+  ax.set_xlabel('percent of weights remaining')
   ax.grid(alpha=0.3)
 
 
@@ -167,20 +184,12 @@ def figure_extreme_sparsity(lotteries, output_dir):
       ax.errorbar([100 * d for d, _, _ in points], [100 * a for _, a, _ in points],
                   yerr=[100 * s for _, _, s in points], color=color, marker='.', capsize=2,
                   linestyle='--', label=label)
-  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
-  ax.set_xscale('log')
-  densities = sorted({100 * d for d, _, _ in best} | {100.0})
-  ax.set_xticks(densities)
-  ax.xaxis.set_major_formatter(ticker.FormatStrFormatter('%.3g'))
-  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-  ax.invert_xaxis()
-  ax.set_xlabel('percent of weights remaining')
+  _density_axis(ax, {100 * d for d, _, _ in best} | {100.0})
   ax.set_ylabel('test accuracy (%)')
   title = 'Extreme sparsity: ' + (f'{100 * extreme:.1f}% weights remaining' if extreme
                                   else 'no matching subnetwork')
   ax.set_title(title)
   ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
   return plots.save_png(fig, os.path.join(output_dir, 'fig10_extreme_sparsity.png')), extreme
 
 
@@ -246,6 +255,93 @@ def figure_interpolation(groups, output_dir):
                            'interpolation alpha', 'error (%)', series)
 
 
+# Instability modulo permutation (issue 14): metrics['aligned'][method], from the analysis
+# or from lmc_tf.align's aligned.json (load).
+MATCHED = {'weights': 'weight-matched', 'activations': 'activation-matched'}
+
+
+def alignment_variants(analyses):
+  """(label, metrics.json path prefix) of the raw barrier and of each alignment (and its
+  REPAIR) that some analysis has; [] where none has any."""
+  repaired = {}
+  for row in analyses:
+    for method, result in row['metrics'].get('aligned', {}).items():
+      repaired[method] = repaired.get(method, False) or 'repaired' in result
+  variants = [('raw', '')] if repaired else []
+  for method in sorted(repaired, key=list(MATCHED).index):  # metrics.json sorts its keys
+    label = MATCHED[method]
+    variants.append((label, f'aligned.{method}.'))
+    if repaired[method]:
+      variants.append((f'{label} + REPAIR', f'aligned.{method}.repaired.'))
+  return variants
+
+
+def _alignment_panels(panels, output_dir, name, variants, axis, title):
+  """A column per panel (its title, {x: analysis rows}), a row per split, a line per variant:
+  the error barrier, mean +- std over replicates (NaN, not drawn, where one lacks it)."""
+  plt = plots.pyplot()
+  fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 7), squeeze=False)
+  for column, (panel, by_x) in enumerate(panels):
+    xs = sorted(by_x)
+    for row_index, split in enumerate(('test', 'train')):
+      ax = axes[row_index][column]
+      for label, prefix in variants:
+        stats = [mean_std([_value(r['metrics'], f'{prefix}instability.{split}.error', 100)
+                           for r in by_x[x]]) for x in xs]
+        ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker='o',
+                    capsize=3, label=label, linestyle='--' if prefix else '-')
+      axis(ax, xs)
+      ax.set_title(f'{panel}: {split}', fontsize=9)
+      ax.set_ylabel(f'{split} error barrier (%)')
+      ax.legend(fontsize=7)
+  fig.suptitle(title)
+  return plots.save_png(fig, os.path.join(output_dir, name))
+
+
+def figure_alignment_vs_k(groups, variants, output_dir):
+  """The error barrier raw and after each alignment (and REPAIR) against k, a panel per
+  network."""
+  panels = [(_label(level, baseline, by_k[min(by_k)][0]['density']), by_k)
+            for (level, baseline), by_k in sorted(groups.items())]
+  return _alignment_panels(panels, output_dir, 'alignment_barrier_vs_k.png', variants, _k_axis,
+                           'Error barrier before and after aligning the copies, against k')
+
+
+def _against_density(analyses, x):
+  """(k, baseline) -> x(row) -> analysis rows; the unpruned network in every baseline's."""
+  lines = collections.defaultdict(lambda: collections.defaultdict(list))
+  baselines = {row['baseline'] for row in analyses if row['level'] > 0} or {'imp'}
+  for row in analyses:
+    for baseline in (baselines if row['level'] == 0 else [row['baseline']]):
+      lines[(row['rewind_iteration'], baseline)][x(row)].append(row)
+  return lines
+
+
+def _percent(row):
+  return round(100 * row['density'], 2)
+
+
+def figure_alignment_vs_density(analyses, variants, output_dir):
+  """The error barrier raw and after each alignment (and REPAIR) against density (percent of
+  weights remaining), a panel per k and baseline."""
+  panels = [(f'k={k}, {baseline.replace("_", " ")}', by_x) for (k, baseline), by_x in
+            sorted(_against_density(analyses, _percent).items())]
+  return _alignment_panels(panels, output_dir, 'alignment_barrier_vs_density.png', variants,
+                           _density_axis,
+                           'Error barrier before and after aligning the copies, against density')
+
+
+def alignment_columns(variants):
+  """The table's columns of the barriers, and L2 distances, after each alignment."""
+  columns = []
+  for label, prefix in variants[1:]:
+    columns += [(f'{label} instability {split} error', f'{prefix}instability.{split}.error', 100)
+                for split in ('test', 'train')]
+    if not prefix.endswith('repaired.'):
+      columns.append((f'{label} L2', f'{prefix}distances.l2', 1))
+  return columns
+
+
 SUMMARY_COLUMNS = [
     ('instability test error', 'instability.test.error', 100),
     ('instability train error', 'instability.train.error', 100),
@@ -261,15 +357,16 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def write_tables(groups, extreme, output_dir):
-  header = ['network', 'k', 'replicates', 'test error of copies (%)'] + [c[0] for c in SUMMARY_COLUMNS]
+def write_tables(groups, extreme, output_dir, variants=()):
+  columns = SUMMARY_COLUMNS + alignment_columns(variants)
+  header = ['network', 'k', 'replicates', 'test error of copies (%)'] + [c[0] for c in columns]
   rows = []
   for (level, baseline), by_k in sorted(groups.items()):
     for k, items in sorted(by_k.items()):
       copy_errors = [100 * np.mean(r['metrics']['endpoints']['test']['error']) for r in items]
       cells = [_label(level, baseline, items[0]['density']), str(k), str(len(items)),
                '%.2f +- %.2f' % mean_std(copy_errors)]
-      for _, path, scale in SUMMARY_COLUMNS:
+      for _, path, scale in columns:
         mean, std = mean_std([_value(r['metrics'], path, scale) for r in items])
         cells.append(f'{mean:.4g} +- {std:.2g}')
       rows.append(cells)
@@ -284,6 +381,11 @@ def write_tables(groups, extreme, output_dir):
     lines += [f'Extreme sparsity (Appendix A): **{100 * extreme:.1f}%** of weights remaining, '
               'the sparsest level where the best IMP subnetwork over k matches the unpruned '
               'network (mean - std).', '']
+  if variants:
+    lines += ["Instability modulo permutation: the barriers after aligning copy B's hidden "
+              "units to copy A's by each matching (+ REPAIR: the interpolated networks "
+              "REPAIRed), from metrics.json's `aligned` or lmc_tf.align's aligned.json; nan "
+              'where a replicate has no such alignment.', '']
   lines.append(tables.markdown_table(header, rows))
   with tf.io.gfile.GFile(os.path.join(output_dir, 'summary.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
@@ -361,13 +463,12 @@ def write_tensorboard(analyses, root):
   view = os.path.join(root, summaries.TENSORBOARD_DIR)
   summaries.write_sweep_layout(root)
   lines = collections.defaultdict(lambda: collections.defaultdict(list))  # run -> step -> rows
-  baselines = {row['baseline'] for row in analyses if row['level'] > 0} or {'imp'}
   for row in analyses:
     network = summaries.network_name(row['density'], row['baseline'])
     lines[f'against_k/{network}'][row['rewind_iteration']].append(row)
-    for baseline in (baselines if row['level'] == 0 else [row['baseline']]):
-      lines[f'against_density/k{row["rewind_iteration"]}_{baseline}'][
-          round(1000 * row['density'])].append(row)
+  for (k, baseline), by_step in _against_density(
+      analyses, lambda row: round(1000 * row['density'])).items():
+    lines[f'against_density/k{k}_{baseline}'] = by_step
   for folder in ('against_k', 'against_density'):
     _rewrite(os.path.join(view, folder))
   for run, by_step in lines.items():
@@ -390,6 +491,7 @@ def report(root, output_dir):
   if fig10:
     figures.append(fig10)
   groups = _groups(analyses)
+  variants = alignment_variants(analyses)
   if groups:
     figures += [
         _figure_against_k(groups, output_dir, 'fig11_error_at_rewinding.png',
@@ -426,9 +528,13 @@ def report(root, output_dir):
                            ('distances.loss_l2.train', 'L2 distance of losses (train)', 1)],
                           'Comparison functions between the copies (Appendix G)'),
     ]
+    if variants:
+      figures.append(figure_alignment_vs_k(groups, variants, output_dir))
+      if len({_percent(row) for row in analyses}) > 1:
+        figures.append(figure_alignment_vs_density(analyses, variants, output_dir))
     write_hparams_dashboard(analyses, root)
     write_tensorboard(analyses, root)
-  write_tables(groups, extreme, output_dir)
+  write_tables(groups, extreme, output_dir, variants)
   return {'figures': figures, 'extreme_density': extreme, 'analyses': len(analyses)}
 
 

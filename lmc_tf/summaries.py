@@ -11,6 +11,10 @@
 - A Custom Scalars layout goes with every analysis and every sweep root: one dashboard per
   question (the barrier, the curves, Appendix C, the copies, the distances; across a sweep,
   the barrier against k and against density).
+- Instability modulo permutation (metrics['aligned'], or aligned.json from lmc_tf.align):
+  each method's curves, barriers and distances under the raw tags prefixed with
+  aligned_<method>/ (aligned_<method>_repair/ after REPAIR), with the same steps, and
+  charts that overlay them on the raw ones.
 - A sweep's runs get readable names: MODEL_DIR/tensorboard/<name> links to its hashed
   directory (`tensorboard --logdir MODEL_DIR/tensorboard`).
 """
@@ -79,6 +83,37 @@ ANALYSIS_LAYOUT = layout_pb2.Layout(category=[
               *_per_split('error at k ({split})', r'rewind/(masked_)?error_at_k_{split}')),
 ])
 
+# Instability modulo permutation, beside the raw charts: one chart per split draws the raw
+# tag and every aligned_<method>[_repair]/ prefix of it.
+ALIGNED_PREFIX = r'(aligned_\w+/)?'
+ALIGNED_LAYOUT = layout_pb2.Layout(category=[
+    _category('Alignment: barrier raw and after each alignment and REPAIR (one point at x = k)',
+              *_per_split('{split} error barrier', ALIGNED_PREFIX + r'instability/{split}_error'),
+              *_per_split('{split} loss barrier', ALIGNED_PREFIX + r'instability/{split}_loss')),
+    _category('Alignment: curves raw and after each alignment and REPAIR (x = 1000 alpha)',
+              *_per_split('{split} error', ALIGNED_PREFIX + r'interpolation/{split}_error'),
+              *_per_split('{split} loss', ALIGNED_PREFIX + r'interpolation/{split}_loss')),
+    _category('Alignment: distances between the copies raw and aligned',
+              _chart('L2 distance', '^' + ALIGNED_PREFIX + r'distances/l2$'),
+              _chart('cosine distance', '^' + ALIGNED_PREFIX + r'distances/cosine$')),
+])
+# What lmc_tf.align writes beside a finished analysis' metrics.json.
+ALIGNED_JSON = 'aligned.json'
+# lmc_tf.align's summaries go to an events file of their own, which its next run replaces:
+# TensorBoard's Python reader (--load_fast=false, and other readers of event files) keeps
+# every point of every file, so a second file would draw each aligned point twice.
+ALIGNED_SUFFIX = '.aligned'
+
+
+def analysis_layout(aligned):
+  """An analysis' Custom Scalars layout: ANALYSIS_LAYOUT, and ALIGNED_LAYOUT's charts where
+  it has aligned results."""
+  if not aligned:
+    return ANALYSIS_LAYOUT
+  return layout_pb2.Layout(category=list(ANALYSIS_LAYOUT.category) +
+                           list(ALIGNED_LAYOUT.category))
+
+
 # The report's runs (against_k/<network>, against_density/<k and baseline>; report.py):
 # the mean over replicates, a line per network or per k.
 SWEEP_LAYOUT = layout_pb2.Layout(category=[
@@ -104,24 +139,37 @@ def _markdown_table(header, rows):
   return '\n'.join(lines + ['| ' + ' | '.join(map(str, row)) + ' |' for row in rows])
 
 
+def _write_curves_and_barriers(prefix, source, network, values, steps, curve_note, k):
+  """`values`' barriers (at step k) and curves over alpha (at `steps`) under tags prefixed
+  with `prefix`; the descriptions say where they are (`source`) and what is interpolated."""
+  for split in SPLITS:
+    for key in ('error', 'loss'):
+      tf.summary.scalar(f'{prefix}instability/{split}_{key}', values['instability'][split][key],
+                        step=k, description=f'The {split} {key} barrier ({source}'
+                        f'instability.{split}.{key}): max over alpha minus the mean of the '
+                        'copies; one point at x = k.')
+      for step, value in zip(steps, values['interpolation'][split][key]):
+        tf.summary.scalar(f'{prefix}interpolation/{split}_{key}', value, step=step,
+                          description=f'{split} {key} of {network}. ' + curve_note)
+
+
+def _curve_steps(alphas):
+  """(steps, the curves' description of their x axis) of the alphas."""
+  steps, scale = alpha_steps(alphas)
+  return steps, f'x = alpha * {scale} (step {steps[0]} is alpha {alphas[0]:g}). ' + SMOOTHING
+
+
 def write_analysis(path, metrics, k):
   """An analysis' metrics.json as summaries in `path`, with its Custom Scalars layout."""
   alphas = metrics['interpolation']['alphas']
-  steps, scale = alpha_steps(alphas)
-  curve_note = f'x = alpha * {scale} (step {steps[0]} is alpha {alphas[0]:g}). ' + SMOOTHING
+  steps, curve_note = _curve_steps(alphas)
   writer = io_utils.summary_writer(path)
   with writer.as_default():
-    write_layout(ANALYSIS_LAYOUT)
+    write_layout(analysis_layout(metrics.get('aligned')))
+    _write_curves_and_barriers('', 'metrics.json ', '(1 - alpha) W1 + alpha W2', metrics, steps,
+                               curve_note, k)
     for split in SPLITS:
       for key in ('error', 'loss'):
-        tf.summary.scalar(f'instability/{split}_{key}', metrics['instability'][split][key],
-                          step=k, description=f'The {split} {key} barrier (metrics.json '
-                          f'instability.{split}.{key}): max over alpha minus the mean of the '
-                          'copies; one point at x = k.')
-        for step, value in zip(steps, metrics['interpolation'][split][key]):
-          tf.summary.scalar(f'interpolation/{split}_{key}', value, step=step,
-                            description=f'{split} {key} of (1 - alpha) W1 + alpha W2. ' +
-                            curve_note)
         for row in metrics.get('throughout_training') or []:
           tf.summary.scalar(f'throughout_training/{split}_{key}_instability',
                             row[f'{split}_{key}_instability'], step=int(row['iteration']),
@@ -144,10 +192,59 @@ def write_analysis(path, metrics, k):
         [[f'{a:g}', s] + [f'{curves[split][key][i]:.6g}' for key in ('error', 'loss')
                           for split in SPLITS] for i, (a, s) in enumerate(zip(alphas, steps))]),
                     step=k)
+    if metrics.get('aligned'):
+      _write_aligned(metrics, metrics['aligned'], steps, curve_note, k)
     tf.summary.image('interpolation/curves', plots.image_tensor(plots.curve_chart(
         alphas, {s: curves[s] for s in SPLITS},
         f'k={k}it: test instability {metrics["instability"]["test"]["error"]:.4f}')), step=k)
   writer.flush()
+
+
+def _write_aligned(raw, aligned, steps, curve_note, k):
+  """metrics['aligned'] (`aligned`: method -> result) under aligned_<method>/ and, REPAIRed,
+  aligned_<method>_repair/, beside the raw tags; and a table of the barriers beside `raw`'s."""
+  rows = [['raw'] + _aligned_cells(raw, raw['distances'])]
+  for method, result in aligned.items():
+    source = f'metrics.json or aligned.json aligned.{method}.'
+    _write_curves_and_barriers(f'aligned_{method}/', source,
+                               f'(1 - alpha) W1 + alpha P(W2), W2 aligned to W1 by {method} '
+                               'matching', result, steps, curve_note, k)
+    for key in ('l2', 'cosine'):
+      tf.summary.scalar(f'aligned_{method}/distances/{key}', result['distances'][key], step=k,
+                        description=f'{key} distance between W1 and W2 aligned to it by '
+                        f'{method} matching ({source}distances.{key}); one point at x = k.')
+    rows.append([f'{method}-matched'] + _aligned_cells(result, result['distances']))
+    if 'repaired' in result:
+      _write_curves_and_barriers(f'aligned_{method}_repair/', source + 'repaired.',
+                                 f'the REPAIRed interpolation of W1 and W2 aligned to it by '
+                                 f'{method} matching', result['repaired'], steps, curve_note, k)
+      rows.append([f'{method}-matched + REPAIR'] + _aligned_cells(result['repaired'], {}))
+  tf.summary.text('summary/aligned', _markdown_table(
+      ['network', 'test error barrier', 'train error barrier', 'test loss barrier',
+       'train loss barrier', 'L2 distance', 'cosine distance'], rows), step=k)
+
+
+def _aligned_cells(result, distances):
+  return ([f"{result['instability'][split][key]:.6g}" for key in ('error', 'loss')
+           for split in SPLITS] +
+          [f'{distances[key]:.6g}' if key in distances else '' for key in ('l2', 'cosine')])
+
+
+def write_aligned(path, raw, aligned, k):
+  """lmc_tf.align's aligned.json (`aligned`) as summaries of the analysis in `path` (whose
+  metrics.json is `raw`), the single numbers at step k, with the layout that overlays them
+  on the raw charts, in an events file that replaces the one an earlier lmc_tf.align there
+  wrote (ALIGNED_SUFFIX)."""
+  if not workers.is_chief():
+    return
+  for old in tf.io.gfile.glob(os.path.join(path, 'events.out.tfevents.*' + ALIGNED_SUFFIX)):
+    tf.io.gfile.remove(old)
+  steps, curve_note = _curve_steps(aligned['alphas'])
+  writer = tf.summary.create_file_writer(path, filename_suffix=ALIGNED_SUFFIX)
+  with writer.as_default():
+    write_layout(analysis_layout(aligned['aligned']))
+    _write_aligned(raw, aligned['aligned'], steps, curve_note, k)
+  writer.close()
 
 
 def _numbers_table(metrics, k):

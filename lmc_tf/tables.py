@@ -30,6 +30,15 @@ def analysis_density(run_dir):
   return summaries.mask_density(copy.read_arrays(store.MASK))
 
 
+def analysis_aligned(run_dir, metrics):
+  """An analysis' aligned results, method -> result: metrics.json's `aligned`, and what
+  `python -m lmc_tf.align` wrote in aligned.json (later, so its methods win); {} without."""
+  aligned = dict(metrics.get('aligned') or {})
+  if run_dir.exists(summaries.ALIGNED_JSON):
+    aligned.update(run_dir.read_json(summaries.ALIGNED_JSON)['aligned'])
+  return aligned
+
+
 def row(directory):
   run_dir = store.RunDir(directory)
   metrics = run_dir.metrics()
