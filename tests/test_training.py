@@ -105,7 +105,7 @@ def test_bfloat16_training_keeps_float32_weights_masks_and_determinism(tmp_path,
 
 def _trained_weights(hparams, options, data, run_dir, gathers_batches):
   run = trainer.Run(hparams, options, run_dir, data)
-  assert run.gathers_batches  # in-memory data, default strategy
+  assert run.gathers_batches == options.jit_compile  # in-memory data, default strategy
   run.gathers_batches = gathers_batches
   run.restore_or_initialize()
   run.train()
@@ -115,8 +115,8 @@ def _trained_weights(hparams, options, data, run_dir, gathers_batches):
 @pytest.mark.parametrize('config', ['lenet', 'resnet20'])
 def test_the_loop_gathering_its_batches_trains_as_the_tf_data_one(config, tmp_path,
                                                                   fashion_mnist_splits):
-  """Steps.gathered_train_loop (in-memory data under the default strategy) gives bitwise the
-  weights of the tf.data loop (which distributed strategies use): CIFAR's augmentation
+  """Steps.gathered_train_loop (what XLA-compiled runs on in-memory data under the default
+  strategy use) gives bitwise the weights of the tf.data loop: CIFAR's augmentation
   included, over an epoch's end and several chunks of steps. Under XLA its runs are
   deterministic and close to the uncompiled ones."""
   if config == 'lenet':
