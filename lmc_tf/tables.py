@@ -1,6 +1,7 @@
 r"""Prints Markdown tables of instability analyses or of an IMP run.
 
-  python -m lmc_tf.tables runs/lmc_dense_k0 runs/lmc_dense_k500 ...   # analyses
+  python -m lmc_tf.tables runs/lmc_dense_k0 runs/lmc_dense_k500 ...   # analyses (and, where
+                                                                      # aligned, their barriers)
   python -m lmc_tf.tables runs/imp_lenet_fmnist                       # IMP levels, baselines
 """
 import sys
@@ -57,6 +58,32 @@ def row(directory):
           f"{distances['loss_l2']['test']:.1f} / {distances['loss_l2']['train']:.1f}"]
 
 
+ALIGNED_VARIANTS = (('weight-matched', 'weights', False), ('+ REPAIR', 'weights', True),
+                    ('activation-matched', 'activations', False),
+                    ('+ REPAIR', 'activations', True))
+
+
+def aligned_row(directory):
+  """An analysis' test (train) error barriers raw and after each alignment, and its L2
+  distances raw / weight-matched / activation-matched; None without alignment."""
+  run_dir = store.RunDir(directory)
+  metrics = run_dir.metrics()
+  aligned = analysis_aligned(run_dir, metrics)
+  if not aligned:
+    return None
+  barrier = lambda r: (f"{100 * r['instability']['test']['error']:.2f}% "
+                       f"({100 * r['instability']['train']['error']:.2f}%)")
+  cells = [run_dir.name, f"{run_dir.lineage()['rewind_iteration']}",
+           f'{100 * analysis_density(run_dir):.1f}%', barrier(metrics)]
+  for _, method, repaired in ALIGNED_VARIANTS:
+    result = aligned.get(method, {})
+    result = result.get('repaired') if repaired else result
+    cells.append(barrier(result) if result else '')
+  l2 = [metrics['distances']['l2']] + [aligned[m]['distances']['l2'] if m in aligned else None
+                                      for m in ('weights', 'activations')]
+  return cells + [' / '.join('' if d is None else f'{d:.2f}' for d in l2)]
+
+
 def imp_table(directory):
   """Test accuracy against density for IMP and its baselines, one row per level."""
   summary = store.RunDir(directory).read_json(store.LOTTERY)
@@ -77,6 +104,12 @@ def main(directories):
     imp_table(directories[0])
     return
   print(markdown_table(COLUMNS, [row(directory) for directory in directories]))
+  aligned = [r for r in map(aligned_row, directories) if r]
+  if aligned:
+    print('\nTest error barriers (train in brackets), raw and after aligning copy B to A:\n')
+    print(markdown_table(['analysis', 'k', 'density', 'raw'] +
+                         [label for label, _, _ in ALIGNED_VARIANTS] +
+                         ['L2 raw / weights / activations'], aligned))
 
 
 if __name__ == '__main__':
