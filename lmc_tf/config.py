@@ -72,8 +72,9 @@ class RunOptions:
   checkpoint_every_epoch: bool = True
   deterministic: bool = True  # tf.config.experimental.enable_op_determinism
   # XLA-compile what runs on each replica (train step, evaluation, interpolation), as a TPU
-  # always does. Numbers differ from uncompiled ones in the last bits; a run may resume
-  # under the other setting.
+  # always does; a network without convolutions on in-memory data under the default strategy
+  # compiles its whole train loop (Run.gathers_batches). Numbers differ from uncompiled ones
+  # in the last bits; a run may resume under the other setting.
   jit_compile: bool = False
   # An instability analysis trains its copies at the same time, one Python thread each
   # (TensorFlow runs both on the shared thread pools), where the strategy has one replica
