@@ -2,6 +2,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,29 @@ def test_the_loop_gathering_its_batches_trains_as_the_tf_data_one(config, tmp_pa
       # Adam moves a few weights a step's size apart where gradients are near 0.
       distance = np.linalg.norm(xla[0][name] - gathered[name])
       assert distance < 1e-2 * np.linalg.norm(gathered[name]), name
+
+
+def test_an_xla_gathered_run_resumed_from_a_checkpoint_ends_bitwise_the_same(
+    tmp_path, fashion_mnist_splits):
+  """The XLA loop's batches come from (seed, iteration) alone: a run resumed at a checkpoint
+  in the middle of an epoch ends with the uninterrupted run's weights, bit for bit."""
+  hparams, options = parse('lenet_fashion_mnist.gin', bindings=[
+      "TrainingConfig.training_steps = '150it'", 'DatasetConfig.train_subset = 6000',
+      "RunOptions.log_every = '40it'", "RunOptions.checkpoint_at = ('80it',)",
+      'RunOptions.jit_compile = True'])
+  data = fashion_mnist(fashion_mnist_splits, train_subset=6000)
+  whole = _trained_weights(hparams, options, data, str(tmp_path / 'whole'), True)
+  resumed_dir = tmp_path / 'resumed'
+  shutil.copytree(tmp_path / 'whole', resumed_dir)
+  for path in glob.glob(str(resumed_dir / 'checkpoints' / 'ckpt-*')):
+    if int(os.path.basename(path).split('.')[0].split('-')[1]) > 80:
+      os.remove(path)
+  run = trainer.Run(hparams, options, str(resumed_dir), data)
+  run.restore_or_initialize()
+  assert run.iteration == 80 and run.gathers_batches
+  run.train()
+  for name, value in trainer.weights_dict(run.model).items():
+    np.testing.assert_array_equal(value, whole[name], err_msg=name)
 
 
 def test_different_config_in_the_same_directory_is_refused(tmp_path, fashion_mnist_splits):
