@@ -67,9 +67,9 @@ def assert_same_analysis(expected_dir, actual_dir):
   """Same metrics (errors may differ by one example in 1000) and same trained weights.
 
   The count of examples the two copies classify differently may move more: a wrong
-  prediction that changes to another wrong class leaves the error as it was. On an AMD EPYC
-  (AVX2) CI machine, the 8 XLA-compiled replicas gave 220 such examples of quick.gin's 1000
-  where the default run gave 209, with every error within one example; so 1.5% of them."""
+  prediction that changes to another wrong class leaves the error as it was. On CI's machine
+  (whose default run gave the 209 of this one's), the 8 XLA-compiled replicas gave 220 such
+  examples of quick.gin's 1000, with every error within one example; so 1.5% of them."""
   expected = dict(_leaves(json.load(open(expected_dir / 'metrics.json'))))
   actual = dict(_leaves(json.load(open(actual_dir / 'metrics.json'))))
   assert expected.keys() == actual.keys()
