@@ -140,7 +140,7 @@ class Hparams:
 
   def to_dict(self):
     """Plain JSON types (tuples become lists), so it compares equal to a loaded hparams.json."""
-    return json.loads(json.dumps(dataclasses.asdict(self)))
+    return as_json(dataclasses.asdict(self))
 
   @classmethod
   def from_dict(cls, values):
@@ -162,6 +162,11 @@ class Hparams:
       owner, key = missing.groups()
       raise UserError(f'{owner}.{key} is not set: bind it in a --gin_file or with '
                       f'--gin_bindings="{owner}.{key} = ..."') from e
+
+
+def as_json(value):
+  """`value` in plain JSON types (tuples become lists), as a JSON file reads back."""
+  return json.loads(json.dumps(value))
 
 
 def _tuples(value):
@@ -206,7 +211,7 @@ def with_later_defaults(found, asked):
     for field in dataclasses.fields(cls):
       if (field.name in theirs and field.name not in mine and
           field.default not in (dataclasses.MISSING, gin.REQUIRED)):
-        mine[field.name] = json.loads(json.dumps(field.default))
+        mine[field.name] = as_json(field.default)
   return filled
 
 

@@ -36,7 +36,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
-import json
 import time
 from typing import Optional, Tuple
 
@@ -147,7 +146,7 @@ class Spec:
             'mask_sha256': None if masks is None else _mask_digest(masks),
             'baseline': self.baseline, 'baseline_seed': self.baseline_seed,
             # Plain JSON types (InterpolationConfig.align is a tuple), as hparams.json reads.
-            'interpolation': json.loads(json.dumps(dataclasses.asdict(self.interp)))}
+            'interpolation': config_lib.as_json(dataclasses.asdict(self.interp))}
 
   def copy_hparams(self, index):
     return dataclasses.replace(self.hparams, training=dataclasses.replace(
@@ -302,9 +301,7 @@ class Analysis:
       mean_losses = [float(np.mean(losses_a)), float(np.mean(losses_b))]
       result['interpolation'][split] = curve
       result['endpoints'][split] = {'error': errors, 'loss': mean_losses}
-      result['instability'][split] = {
-          'error': max(curve['error']) - float(np.mean(errors)),
-          'loss': max(curve['loss']) - float(np.mean(mean_losses))}
+      result['instability'][split] = _barriers(curve, result['endpoints'][split])
       result['distances']['classification_differences'][split] = (
           distances.classification_differences(predictions_a, predictions_b))
       result['distances']['loss_l2'][split] = distances.loss_l2_distance(losses_a, losses_b)
@@ -410,6 +407,8 @@ def compare_aligned(interpolator, hparams, interp, data, weights_a, weights_b, m
   model_a, model_b = (trainer.build_model(hparams, data) for _ in range(2))
   images = alignment_images(data)
   alphas = alphas_of(interp)
+  # A's endpoint is the same network for every method.
+  ends_a = {split: interpolator.evaluate(weights_a, data, split, bn_data) for split in SPLITS}
   results = {}
   for method in interp.align:
     began = time.time()
@@ -423,7 +422,7 @@ def compare_aligned(interpolator, hparams, interp, data, weights_a, weights_b, m
     result = {'interpolation': {}, 'endpoints': {}, 'instability': {}}
     for split in SPLITS:
       curve = interpolator.curve(weights_a, aligned, alphas, data, split, bn_data=bn_data)
-      ends = [interpolator.evaluate(w, data, split, bn_data) for w in (weights_a, aligned)]
+      ends = [ends_a[split], interpolator.evaluate(aligned, data, split, bn_data)]
       endpoints = {key: [end[key] for end in ends] for key in ('error', 'loss')}
       result['interpolation'][split] = curve
       result['endpoints'][split] = endpoints
