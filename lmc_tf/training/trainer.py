@@ -174,8 +174,8 @@ class Run:
     # in one XLA program per chunk of steps that gathers its own batches
     # (Steps.gathered_train_loop): LeNet 2x the uncompiled steps/s on a 2-core Xeon
     # (benchmarks/vs_pytorch.py). Convolutional networks keep one program per step: as one
-    # loop, ResNet-20 ran 18x slower there. Uncompiled, tf.data is as fast or faster (296 vs
-    # 277 it/s for LeNet): it makes the next batches on another core while a step runs.
+    # loop, ResNet-20 ran many times slower there. Uncompiled, tf.data was as fast or faster
+    # for LeNet: it makes the next batches on another core while a step runs.
     can_gather = data.held_in_memory and strategy_lib.is_default(self.strategy)
     convolutional = any(isinstance(layer, tf.keras.layers.Conv2D)
                         for layer in self.model.submodules)
