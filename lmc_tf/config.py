@@ -77,8 +77,9 @@ class RunOptions:
   # in the last bits; a run may resume under the other setting.
   jit_compile: bool = False
   # An instability analysis trains its copies at the same time, one Python thread each
-  # (TensorFlow runs both on the shared thread pools), where the strategy has one replica
-  # in one process; otherwise one after the other. The numbers are the same either way.
+  # (TensorFlow runs both on the shared thread pools), and shares Appendix C's epochs among
+  # as many threads, where the strategy has one replica in one process; otherwise one after
+  # the other. The numbers are the same either way.
   parallel_copies: bool = True
 
 

@@ -255,8 +255,9 @@ if __name__ == "__main__":
 
 def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path, monkeypatch,
                                                                         fashion_mnist_splits):
-  """RunOptions.parallel_copies trains the copies in threads: the same weights and metrics
-  (all but wall times), bit for bit, as one after the other."""
+  """RunOptions.parallel_copies trains the copies, and evaluates Appendix C's epochs, in
+  threads: the same weights and metrics (all but wall times), bit for bit, as one after
+  the other."""
   pools = []
 
   class Pool(concurrent.futures.ThreadPoolExecutor):
@@ -277,7 +278,7 @@ def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path
     weights = [io_utils.read_npz(str(tmp_path / name / f'copy_{i}' / 'weights.npz'))
                for i in (0, 1)]
     results[parallel] = metrics, weights
-  assert pools == [2]  # the parallel run trained its two copies in two threads
+  assert pools == [2, 2]  # the parallel run: the copies' training, then Appendix C
   assert results[True][0] == results[False][0]
   for parallel_weights, sequential_weights in zip(results[True][1], results[False][1]):
     for path, value in sequential_weights.items():

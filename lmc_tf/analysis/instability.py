@@ -36,6 +36,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
+import queue
 import time
 from typing import Optional, Tuple
 
@@ -235,10 +236,17 @@ class Analysis:
       return self.run_dir.copy(index)
 
     copies = range(len(self.spec.data_order_seeds))
-    if not (self.options.parallel_copies and self.strategy.num_replicas_in_sync == 1):
+    if self._threads() == 1:
       return [train(index) for index in copies]
-    with concurrent.futures.ThreadPoolExecutor(len(copies)) as pool:
+    with concurrent.futures.ThreadPoolExecutor(self._threads()) as pool:
       return list(pool.map(train, copies))  # re-raises a copy's error here
+
+  def _threads(self):
+    """Threads for the copies' training and Appendix C's evaluation: one per copy where
+    RunOptions.parallel_copies holds and the strategy has one replica, else 1."""
+    if self.options.parallel_copies and self.strategy.num_replicas_in_sync == 1:
+      return len(self.spec.data_order_seeds)
+    return 1
 
   def run(self):
     with self.run_dir.locked(self.strategy):
@@ -332,17 +340,36 @@ class Analysis:
         alphas.append(end)
     ends = [alphas.index(0.0), alphas.index(1.0)]
     datasets = {'test': self.data, 'train': self.throughout_train_data()}
-    for iteration in iterations:
-      weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data, self.reader)
-      weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data, self.reader)
-      row = {'iteration': iteration, 'epoch': self.clock.epoch(iteration)}
-      for split, data in datasets.items():
-        curve = interpolator.curve(weights_a, weights_b, alphas, data, split, bn_data=bn_data)
-        for key in ('error', 'loss'):
-          values = curve[key][:count]
-          row[f'{split}_{key}_instability'] = (
-              max(values) - float(np.mean([curve[key][i] for i in ends])))
-      rows.append(row)
+    # The epochs are shared among threads as the copies' training was (with --threads=1,
+    # one thread alone leaves a core idle), each with its own model, so its own W(alpha).
+    # A row's numbers do not depend on which thread computes it.
+    evaluators = queue.Queue()
+    evaluators.put((interpolator, self.reader))
+    for _ in range(min(self._threads(), len(iterations)) - 1):
+      evaluators.put((interpolation.Interpolator(self._model(), self.strategy,
+                                                 self.options.jit_compile), self._model()))
+
+    def row_at(iteration):
+      interp, reader = evaluators.get()
+      try:
+        weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data, reader)
+        weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data, reader)
+        row = {'iteration': iteration, 'epoch': self.clock.epoch(iteration)}
+        for split, data in datasets.items():
+          curve = interp.curve(weights_a, weights_b, alphas, data, split, bn_data=bn_data)
+          for key in ('error', 'loss'):
+            values = curve[key][:count]
+            row[f'{split}_{key}_instability'] = (
+                max(values) - float(np.mean([curve[key][i] for i in ends])))
+        return row
+      finally:
+        evaluators.put((interp, reader))
+
+    if evaluators.qsize() == 1:
+      rows = [row_at(iteration) for iteration in iterations]
+    else:
+      with concurrent.futures.ThreadPoolExecutor(evaluators.qsize()) as pool:
+        rows = list(pool.map(row_at, iterations))  # in the order of `iterations`
     self.throughout_seconds += time.time() - began
     return rows
 
