@@ -329,7 +329,6 @@ class Analysis:
     """Appendix C: error and loss instability between the copies at every epoch after k,
     on the test set and on the first `throughout_train_examples` training examples."""
     began = time.time()
-    rows = []
     iterations = self.clock.epoch_ends_after(self.k)
     count = self.interp.throughout_num_alphas or len(self.alphas)
     curve_alphas = np.linspace(self.interp.alpha_min, self.interp.alpha_max, count)
