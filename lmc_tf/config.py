@@ -78,8 +78,9 @@ class RunOptions:
   jit_compile: bool = False
   # An instability analysis trains its copies at the same time, one Python thread each
   # (TensorFlow runs both on the shared thread pools), and shares Appendix C's epochs among
-  # as many threads, where the strategy has one replica in one process; otherwise one after
-  # the other. The numbers are the same either way.
+  # as many threads, under the default strategy (one device, one process); otherwise one after
+  # the other. The numbers are the same either way. The first error or Ctrl-C in one thread
+  # stops the others at their next chunk of steps.
   parallel_copies: bool = True
 
 

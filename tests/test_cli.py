@@ -148,6 +148,34 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_an_analysis_whose_copies_train_side_by_side(tmp_path):
+  """With the copies in threads (RunOptions.parallel_copies), Ctrl-C ends the process at
+  once, not after both copies have trained to the end (minutes here)."""
+  model_dir = tmp_path / 'analysis'
+  command = [sys.executable, '-m', 'lmc_tf.instability', *BASE, '--threads=1',
+             "--gin_bindings=TrainingConfig.training_steps = '100000it'",
+             '--gin_bindings=DatasetConfig.train_subset = 6000', f'--model_dir={model_dir}']
+  environment = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=environment,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  try:
+    deadline = time.time() + 300
+    while not all((model_dir / f'copy_{i}' / 'checkpoints' / 'ckpt-0.index').exists()
+                  for i in (0, 1)):
+      assert process.poll() is None and time.time() < deadline, 'the copies did not start'
+      time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+  finally:
+    process.kill()
+    process.wait()
+  assert process.returncode == 130, stderr[-1500:]
+  assert stderr.strip().splitlines()[-1].startswith('error: interrupted'), stderr[-1500:]
+  assert 'Traceback' not in stderr
+
+
+@pytest.mark.slow
 def test_the_binaries_run_from_any_directory():
   """setup.sh installs lmc_tf into .venv (editable): no need to start in the checkout."""
   result = subprocess.run([sys.executable, '-m', 'lmc_tf.train', '--help'], cwd='/tmp',

@@ -2,6 +2,7 @@
 import concurrent.futures
 import dataclasses
 import os
+import time
 
 import numpy as np
 import pytest
@@ -265,7 +266,7 @@ def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path
       pools.append(workers)
       super().__init__(workers)
 
-  monkeypatch.setattr(instability.concurrent.futures, 'ThreadPoolExecutor', Pool)
+  monkeypatch.setattr(trainer.concurrent.futures, 'ThreadPoolExecutor', Pool)
   hparams, options, data = _setup(fashion_mnist_splits)
   config = config_lib.InterpolationConfig(num_alphas=5, throughout_num_alphas=3)
   results = {}
@@ -283,3 +284,34 @@ def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path
   for parallel_weights, sequential_weights in zip(results[True][1], results[False][1]):
     for path, value in sequential_weights.items():
       np.testing.assert_array_equal(parallel_weights[path], value, err_msg=path)
+
+
+def test_the_first_error_in_a_thread_stops_the_others_at_their_next_chunk():
+  """map_in_threads (the copies' training, Appendix C) raises a call's error without waiting
+  for the other calls to end: a run training in another thread stops at its next chunk."""
+  checks = []
+
+  def work(item):
+    if item == 'fails':
+      raise ValueError('copy 0 failed')
+    deadline = time.time() + 60
+    while time.time() < deadline:  # a run between chunks of steps, as Run.train checks
+      checks.append(item)
+      trainer.check_not_stopped()
+      time.sleep(0.01)
+    return 'trained to the end'
+
+  began = time.time()
+  with pytest.raises(ValueError, match='copy 0 failed'):
+    trainer.map_in_threads(work, ['fails', 'trains', 'trains'], 2)
+  assert time.time() - began < 10
+  assert 'trains' in checks  # it had begun, and stopped at a check
+  assert trainer.map_in_threads(str.upper, ['a', 'b', 'c'], 2) == ['A', 'B', 'C']  # reset
+
+
+@pytest.mark.parametrize('field', ['num_alphas', 'batch_norm_batches',
+                                   'throughout_train_examples', 'throughout_num_alphas'])
+def test_counts_of_the_interpolation_config_must_be_whole_numbers(field):
+  interp = config_lib.InterpolationConfig(**{field: 2.5})
+  with pytest.raises(UserError, match=f'InterpolationConfig.{field} must be a whole number'):
+    instability.check_interpolation(interp)

@@ -32,7 +32,6 @@ REPAIR). The raw keys are computed first and are the same with or without
 alignment; `python -m lmc_tf.align` computes the same `aligned` for a finished
 analysis.
 """
-import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
@@ -55,6 +54,7 @@ from lmc_tf.errors import UserError
 from lmc_tf.pruning import lottery
 from lmc_tf.models import masking
 from lmc_tf.training import loop
+from lmc_tf.training import strategy as strategy_lib
 from lmc_tf.training import trainer
 
 SPLITS = ('test', 'train')
@@ -74,6 +74,11 @@ def _mask_digest(masks):
 def check_interpolation(interp, model_name=None):
   """Refuses an InterpolationConfig the analysis cannot run, before anything trains;
   with `model_name`, also alignment of a model without a permutation spec."""
+  for field in ('num_alphas', 'batch_norm_batches', 'throughout_train_examples',
+                'throughout_num_alphas'):
+    value = getattr(interp, field)
+    if not isinstance(value, int) or isinstance(value, bool):
+      raise UserError(f'InterpolationConfig.{field} must be a whole number, not {value!r}')
   if interp.num_alphas < 2 or interp.alpha_min >= interp.alpha_max:
     raise UserError('interpolation needs InterpolationConfig.num_alphas >= 2 and alpha_min < '
                     'alpha_max')
@@ -235,16 +240,13 @@ class Analysis:
                     lineage=lineage)
       return self.run_dir.copy(index)
 
-    copies = range(len(self.spec.data_order_seeds))
-    if self._threads() == 1:
-      return [train(index) for index in copies]
-    with concurrent.futures.ThreadPoolExecutor(self._threads()) as pool:
-      return list(pool.map(train, copies))  # re-raises a copy's error here
+    return trainer.map_in_threads(train, range(len(self.spec.data_order_seeds)), self._threads())
 
   def _threads(self):
     """Threads for the copies' training and Appendix C's evaluation: one per copy where
-    RunOptions.parallel_copies holds and the strategy has one replica, else 1."""
-    if self.options.parallel_copies and self.strategy.num_replicas_in_sync == 1:
+    RunOptions.parallel_copies holds under the default strategy (the one tested bit for bit
+    against one copy after the other), else 1."""
+    if self.options.parallel_copies and strategy_lib.is_default(self.strategy):
       return len(self.spec.data_order_seeds)
     return 1
 
@@ -364,11 +366,7 @@ class Analysis:
       finally:
         evaluators.put((interp, reader))
 
-    if evaluators.qsize() == 1:
-      rows = [row_at(iteration) for iteration in iterations]
-    else:
-      with concurrent.futures.ThreadPoolExecutor(evaluators.qsize()) as pool:
-        rows = list(pool.map(row_at, iterations))  # in the order of `iterations`
+    rows = trainer.map_in_threads(row_at, iterations, evaluators.qsize())  # in their order
     self.throughout_seconds += time.time() - began
     return rows
 

@@ -5,6 +5,7 @@ iteration 0, the rewinding points (RunOptions.checkpoint_at), every epoch and
 the end, and never rotated away; weights.npz (and mask.npz, for runs given a
 mask) are written at the end, before metrics.json.
 """
+import concurrent.futures
 import dataclasses
 import tempfile
 import threading
@@ -139,6 +140,46 @@ def weights_at(run_dir, iteration, hparams, data, model=None):
   return weights_dict(model), masking.get_masks(model)
 
 
+# Set while map_in_threads winds down after one of its calls failed or Ctrl-C: runs in the
+# other threads stop at their next chunk of steps, leaving their last checkpoint to resume.
+_stop_threads = threading.Event()
+
+
+class StoppedBySibling(Exception):
+  """A run stopped because another thread of map_in_threads failed or was interrupted."""
+
+
+def check_not_stopped():
+  """Raises StoppedBySibling once map_in_threads has been told to stop (Run.train calls it
+  between chunks of steps)."""
+  if _stop_threads.is_set():
+    raise StoppedBySibling('stopped: another thread failed or was interrupted')
+
+
+def map_in_threads(fn, items, threads):
+  """[fn(item) for item in items], `threads` calls at a time (in this thread when 1).
+
+  The first error, or Ctrl-C, ends it without waiting for the other calls to finish: calls
+  not begun are dropped, runs that are training stop at their next chunk of steps
+  (check_not_stopped), and that first error is raised (Ctrl-C: KeyboardInterrupt)."""
+  if threads == 1:
+    return [fn(item) for item in items]
+  pool = concurrent.futures.ThreadPoolExecutor(threads)
+  futures = [pool.submit(fn, item) for item in items]
+  try:
+    concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+    failed = [f for f in futures if f.done() and f.exception() is not None]
+    if failed:
+      raise failed[0].exception()
+    return [f.result() for f in futures]
+  except BaseException:
+    _stop_threads.set()
+    raise
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+    _stop_threads.clear()
+
+
 PRECISIONS = ('float32', 'mixed_bfloat16')
 
 # Building a model resets Keras' global layer-name counters and seeds the global random
@@ -267,6 +308,7 @@ class Run:
     elapsed_before = float(self.elapsed.numpy())
     iteration = start
     while iteration < self.clock.total:
+      check_not_stopped()
       stop = self._next_stop(iteration)
       if self.gathers_batches:
         self.steps.gathered_train_loop(
