@@ -78,7 +78,8 @@ def test_aligned_endpoints_are_the_copies(analyses):
                                  metrics['endpoints'][split]['error'], atol=1e-6)
       # REPAIR at alpha 0 rescales A to its own statistics: A again.
       repaired = result['repaired']['interpolation'][split]
-      assert repaired['error'][0] == pytest.approx(raw_curve['error'][0], abs=2e-3)
+      assert repaired['error'][0] == pytest.approx(raw_curve['error'][0], abs=1e-6)
+      assert repaired['loss'][0] == pytest.approx(raw_curve['loss'][0], rel=1e-4)
 
 
 def test_weight_matching_never_moves_the_copies_apart(analyses):
