@@ -318,7 +318,10 @@ def _against_density(analyses, x):
 
 
 def _percent(row):
-  return round(100 * row['density'], 2)
+  # To 6 significant digits, which drops float noise (a density kept in float32) but keeps
+  # every IMP level apart, also at extreme sparsity (one level is 20% below the one before),
+  # so that no level is averaged into another.
+  return float(f"{100 * row['density']:.6g}")
 
 
 def figure_alignment_vs_density(analyses, variants, output_dir):
@@ -453,11 +456,20 @@ def write_hparams_dashboard(analyses, root):
   summaries.link_runs(root, {'hparams': directory})
 
 
+def density_steps(analyses):
+  """({density: TensorBoard step}, scale): step = round(scale * density), the scale 1000
+  unless two of the densities would share a step (then 10000, ...)."""
+  densities = sorted({row['density'] for row in analyses})
+  steps, scale = summaries.alpha_steps(densities)
+  return dict(zip(densities, steps)), scale
+
+
 def write_tensorboard(analyses, root):
   """The sweep's view in MODEL_DIR/tensorboard: readable links to the analyses, and the mean
   over replicates of SWEEP_METRICS against k (a run per network: against_k/<network>) and
-  against density (x = 1000 density; a run per k and baseline: against_density/k<k>_<baseline>,
-  whose line starts at the unpruned network)."""
+  against density (x = 1000 density, or 10000 density, ... where two of the sweep's densities
+  would share a step; a run per k and baseline: against_density/k<k>_<baseline>, whose line
+  starts at the unpruned network)."""
   summaries.link_runs(root, {name: os.path.join(root, row['directory']) for row, name in
                              zip(analyses, _names(analyses))})
   view = os.path.join(root, summaries.TENSORBOARD_DIR)
@@ -466,8 +478,9 @@ def write_tensorboard(analyses, root):
   for row in analyses:
     network = summaries.network_name(row['density'], row['baseline'])
     lines[f'against_k/{network}'][row['rewind_iteration']].append(row)
+  step_of, density_scale = density_steps(analyses)
   for (k, baseline), by_step in _against_density(
-      analyses, lambda row: round(1000 * row['density'])).items():
+      analyses, lambda row: step_of[row['density']]).items():
     lines[f'against_density/k{k}_{baseline}'] = by_step
   for folder in ('against_k', 'against_density'):
     _rewrite(os.path.join(view, folder))
@@ -475,10 +488,12 @@ def write_tensorboard(analyses, root):
     writer = tf.summary.create_file_writer(os.path.join(view, run))
     with writer.as_default():
       for tag, path, name in SWEEP_METRICS:
+        x = ('k' if run.startswith('against_k') else f'{density_scale} x density')
         for step in sorted(by_step):
           tf.summary.scalar(f'{run.split("/")[0]}/{tag}',
                             float(np.mean([_value(r['metrics'], path) for r in by_step[step]])),
-                            step=step, description=f'{name}, the mean over replicates.')
+                            step=step, description=f'{name}, the mean over replicates '
+                            f'(step = {x}).')
     writer.flush()
 
 
@@ -530,7 +545,7 @@ def report(root, output_dir):
     ]
     if variants:
       figures.append(figure_alignment_vs_k(groups, variants, output_dir))
-      if len({_percent(row) for row in analyses}) > 1:
+      if len({row['density'] for row in analyses}) > 1:
         figures.append(figure_alignment_vs_density(analyses, variants, output_dir))
     write_hparams_dashboard(analyses, root)
     write_tensorboard(analyses, root)

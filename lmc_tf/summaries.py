@@ -121,7 +121,8 @@ SWEEP_LAYOUT = layout_pb2.Layout(category=[
               *_per_split('{split} error barrier', r'against_k/{split}_error_barrier'),
               *_per_split("copies' {split} error", r'against_k/copies_{split}_error'),
               _chart('L2 distance between the copies', r'^against_k/l2_distance$')),
-    _category('Sweep: against density (x = 1000 density, a line per k and baseline)',
+    _category('Sweep: against density (x = 1000 density, or 10000 density where two would '
+              'share a step; a line per k and baseline)',
               *_per_split('{split} error barrier', r'against_density/{split}_error_barrier'),
               *_per_split("copies' {split} error", r'against_density/copies_{split}_error'),
               _chart('L2 distance between the copies', r'^against_density/l2_distance$')),

@@ -35,6 +35,16 @@ def test_alpha_steps_are_alpha_in_thousandths_unless_two_would_collide():
   assert summaries.alpha_steps([0.0, 0.0004, 0.001]) == ([0, 4, 10], 10000)
 
 
+def test_density_steps_keep_extreme_sparsities_apart():
+  # IMP levels 30 and 31 of 20% each (densities 0.124% and 0.099%) would share step 1 at
+  # 1000 x density, and their replicates' means would be averaged into one point.
+  rows = [{'density': d} for d in (1.0, 0.8 ** 24, 0.8 ** 29, 0.8 ** 30, 0.8 ** 31)]
+  step_of, scale = report.density_steps(rows)
+  assert len(set(step_of.values())) == 5 and scale == 10000
+  assert report.density_steps([{'density': 1.0}, {'density': 0.2}]) == ({0.2: 200, 1.0: 1000},
+                                                                        1000)
+
+
 def test_readable_names():
   assert (summaries.analysis_name(500, 0.0391, 'imp', 0, (1, 2)) ==
           'analysis_k500_density3.91%_imp_init0_copies1-2')
