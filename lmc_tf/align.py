@@ -32,6 +32,8 @@ ALIGNED = summaries.ALIGNED_JSON
 flags.DEFINE_list('align', list(instability.ALIGN_METHODS), 'Alignment methods: weights '
                   '(weight matching), activations (activation matching).')
 flags.DEFINE_bool('repair', False, 'Also the REPAIRed interpolation after each alignment.')
+flags.DEFINE_bool('jit_compile', False, 'Evaluate XLA-compiled: for an analysis run with '
+                  'RunOptions.jit_compile = True, whose numbers it then equals to the last bit.')
 
 FLAGS = cli.FLAGS
 
@@ -71,7 +73,8 @@ def main(argv):
   trainer.set_determinism(config_lib.RunOptions())
   data, strategy = cli.data_and_strategy(hparams)
   began = time.time()
-  result = instability.align_finished(run_dir, data, FLAGS.align, FLAGS.repair, strategy)
+  result = instability.align_finished(run_dir, data, FLAGS.align, FLAGS.repair, strategy,
+                                      FLAGS.jit_compile)
   result['wall_time_s'] = time.time() - began
   write(run_dir, result)
   print(f'{barrier_table(run_dir.metrics(), result["aligned"])} '

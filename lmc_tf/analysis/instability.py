@@ -478,10 +478,11 @@ def compare_aligned(interpolator, hparams, interp, data, weights_a, weights_b, m
   return results
 
 
-def align_finished(run_dir, data, methods, repair, strategy=None):
+def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=False):
   """The `aligned` metrics of a finished analysis in `run_dir` (by `compare_aligned`, as
   the analysis computes them), for its copies' pairs averaged as metrics.json's are, and
-  per pair where there are more than two copies."""
+  per pair where there are more than two copies. `jit_compile`: evaluate XLA-compiled, as
+  an analysis run with RunOptions.jit_compile did (the last bits differ otherwise)."""
   run_dir = store.RunDir(run_dir)
   if not run_dir.finished():
     raise UserError(f'{run_dir} holds no finished instability analysis: run lmc_tf.instability '
@@ -501,7 +502,7 @@ def align_finished(run_dir, data, methods, repair, strategy=None):
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = trainer.build_model(hparams, data)
-  interpolator = interpolation.Interpolator(model, strategy)
+  interpolator = interpolation.Interpolator(model, strategy, jit_compile)
   copies = [run_dir.file(name) for name in run_dir.metrics()['copies']]
   copies = [store.RunDir(path) for path in copies]
   finals = [copy.read_arrays(store.WEIGHTS) for copy in copies]
