@@ -317,10 +317,14 @@ def _against_density(analyses, x):
   return lines
 
 
-def _percent(row):
+def _density(row):
   # To 6 significant digits, which drops float noise (a density kept in float32) but keeps
   # every IMP level apart, also at extreme sparsity (one level is 20% below the one before),
   # so that no level is averaged into another.
+  return float(f"{row['density']:.6g}")
+
+
+def _percent(row):
   return float(f"{100 * row['density']:.6g}")
 
 
@@ -459,7 +463,7 @@ def write_hparams_dashboard(analyses, root):
 def density_steps(analyses):
   """({density: TensorBoard step}, scale): step = round(scale * density), the scale 1000
   unless two of the densities would share a step (then 10000, ...)."""
-  densities = sorted({row['density'] for row in analyses})
+  densities = sorted({_density(row) for row in analyses})
   steps, scale = summaries.alpha_steps(densities)
   return dict(zip(densities, steps)), scale
 
@@ -480,7 +484,7 @@ def write_tensorboard(analyses, root):
     lines[f'against_k/{network}'][row['rewind_iteration']].append(row)
   step_of, density_scale = density_steps(analyses)
   for (k, baseline), by_step in _against_density(
-      analyses, lambda row: step_of[row['density']]).items():
+      analyses, lambda row: step_of[_density(row)]).items():
     lines[f'against_density/k{k}_{baseline}'] = by_step
   for folder in ('against_k', 'against_density'):
     _rewrite(os.path.join(view, folder))
@@ -545,7 +549,7 @@ def report(root, output_dir):
     ]
     if variants:
       figures.append(figure_alignment_vs_k(groups, variants, output_dir))
-      if len({row['density'] for row in analyses}) > 1:
+      if len({_density(row) for row in analyses}) > 1:
         figures.append(figure_alignment_vs_density(analyses, variants, output_dir))
     write_hparams_dashboard(analyses, root)
     write_tensorboard(analyses, root)
