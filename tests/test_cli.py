@@ -114,12 +114,9 @@ def test_a_finished_run_in_a_read_only_directory_is_read(finished_run):
   assert 'already finished' in result.stderr and 'cannot lock' in result.stderr
 
 
-@pytest.mark.slow
-def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path):
-  model_dir = tmp_path / 'run'
-  command = [sys.executable, '-m', 'lmc_tf.train', *BASE,
-             "--gin_bindings=TrainingConfig.training_steps = '1000it'",
-             '--gin_bindings=DatasetConfig.train_subset = 6000', f'--model_dir={model_dir}']
+def _interrupted(command, started, wait_s):
+  """Runs `command`, sends it Ctrl-C once `started()` holds, and checks that it ends within
+  `wait_s` in one line with exit status 130. Returns the environment it ran in."""
   environment = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
   # A process started with SIGINT ignored (a background job of a script, nohup) keeps it
   # ignored and Python installs no KeyboardInterrupt handler: give the child the default.
@@ -128,17 +125,28 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path):
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   try:
     deadline = time.time() + 300
-    while not (model_dir / 'checkpoints' / 'ckpt-0.index').exists():
-      assert process.poll() is None and time.time() < deadline, 'no first checkpoint'
+    while not started():
+      assert process.poll() is None and time.time() < deadline, 'it did not start training'
       time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=wait_s)
   finally:
     process.kill()
     process.wait()
   assert process.returncode == 130, stderr[-1500:]
   assert stderr.strip().splitlines()[-1].startswith('error: interrupted'), stderr[-1500:]
   assert 'Traceback' not in stderr
+  return environment
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path):
+  model_dir = tmp_path / 'run'
+  command = [sys.executable, '-m', 'lmc_tf.train', *BASE,
+             "--gin_bindings=TrainingConfig.training_steps = '1000it'",
+             '--gin_bindings=DatasetConfig.train_subset = 6000', f'--model_dir={model_dir}']
+  environment = _interrupted(
+      command, lambda: (model_dir / 'checkpoints' / 'ckpt-0.index').exists(), wait_s=120)
   assert not (model_dir / 'metrics.json').exists()  # it stopped before the end
 
   resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
@@ -155,24 +163,9 @@ def test_ctrl_c_stops_an_analysis_whose_copies_train_side_by_side(tmp_path):
   command = [sys.executable, '-m', 'lmc_tf.instability', *BASE, '--threads=1',
              "--gin_bindings=TrainingConfig.training_steps = '100000it'",
              '--gin_bindings=DatasetConfig.train_subset = 6000', f'--model_dir={model_dir}']
-  environment = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env=environment,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-  try:
-    deadline = time.time() + 300
-    while not all((model_dir / f'copy_{i}' / 'checkpoints' / 'ckpt-0.index').exists()
-                  for i in (0, 1)):
-      assert process.poll() is None and time.time() < deadline, 'the copies did not start'
-      time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-  finally:
-    process.kill()
-    process.wait()
-  assert process.returncode == 130, stderr[-1500:]
-  assert stderr.strip().splitlines()[-1].startswith('error: interrupted'), stderr[-1500:]
-  assert 'Traceback' not in stderr
+  _interrupted(command, lambda: all(
+      (model_dir / f'copy_{i}' / 'checkpoints' / 'ckpt-0.index').exists() for i in (0, 1)),
+               wait_s=60)
 
 
 @pytest.mark.slow
