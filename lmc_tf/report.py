@@ -490,9 +490,9 @@ def write_tensorboard(analyses, root):
     _rewrite(os.path.join(view, folder))
   for run, by_step in lines.items():
     writer = tf.summary.create_file_writer(os.path.join(view, run))
+    x = 'k' if run.startswith('against_k') else f'{density_scale} x density'
     with writer.as_default():
       for tag, path, name in SWEEP_METRICS:
-        x = ('k' if run.startswith('against_k') else f'{density_scale} x density')
         for step in sorted(by_step):
           tf.summary.scalar(f'{run.split("/")[0]}/{tag}',
                             float(np.mean([_value(r['metrics'], path) for r in by_step[step]])),
