@@ -12,7 +12,8 @@ lmc_tf's per-epoch evaluation and checkpoint weigh what they weigh in a real run
 - lmc_tf: the `Run` that `python -m lmc_tf.train` builds (masked layers, the seeded
   input pipeline with CIFAR's pad-crop-flip, the compiled multi-step loop), trained by
   `Run.train` with the gin file's logging, per-epoch evaluation and checkpoint cadence.
-  Variants: float32; XLA (`RunOptions.jit_compile`); bfloat16 mixed precision
+  Variants: float32, uncompiled (ResNet-20's default); XLA (`RunOptions.jit_compile =
+  True`, LeNet's default); bfloat16 mixed precision, uncompiled
   (`TrainingConfig.precision = 'mixed_bfloat16'`).
 - PyTorch: OpenLTH's network (tests/reference/torch_models.py) trained by a plain loop
   over in-memory tensors (a new permutation each epoch, no augmentation, no evaluation,
@@ -77,8 +78,8 @@ def lmc_tf_child(model, variant):
   gin_files, bindings, steps, _ = MODELS[model]
   bindings = bindings + [f"TrainingConfig.training_steps = '{steps + WARMUP[model]}it'",
                          f"RunOptions.log_every = '{WARMUP[model]}it'"]
-  if variant == 'lmc_tf xla':
-    bindings.append('RunOptions.jit_compile = True')
+  # Each variant sets XLA itself; by default LeNet is compiled, ResNet-20 not (trainer.compiles).
+  bindings.append(f'RunOptions.jit_compile = {variant == "lmc_tf xla"}')
   if variant == 'lmc_tf bfloat16':
     bindings.append("TrainingConfig.precision = 'mixed_bfloat16'")
   hparams, options = cli.parse_gin(gin_files, bindings)

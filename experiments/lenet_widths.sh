@@ -15,7 +15,9 @@ mkdir -p "$out"
 
 width_chain() {  # $1: hidden sizes, e.g. 600_200
   for k in 0 500; do
+    # Uncompiled, as these runs were made before XLA became LeNet's default.
     $py -m lmc_tf.instability --gin_file=lenet_fashion_mnist.gin --threads=1 \
+      --gin_bindings="RunOptions.jit_compile = False" \
       --gin_bindings="ModelConfig.name = 'lenet_$1'" \
       --gin_bindings="InterpolationConfig.align = ('weights', 'activations')" \
       --gin_bindings="InterpolationConfig.repair = True" \

@@ -73,9 +73,11 @@ class RunOptions:
   deterministic: bool = True  # tf.config.experimental.enable_op_determinism
   # XLA-compile what runs on each replica (train step, evaluation, interpolation), as a TPU
   # always does; a network without convolutions on in-memory data under the default strategy
-  # compiles its whole train loop (Run.gathers_batches). Numbers differ from uncompiled ones
-  # in the last bits; a run may resume under the other setting.
-  jit_compile: bool = False
+  # compiles its whole train loop (Run.gathers_batches). None: compiled where that was
+  # measured to pay, such a whole loop (LeNet), not convolutional networks
+  # (trainer.compiles). Numbers differ from uncompiled ones in the last bits; a run may
+  # resume under the other setting.
+  jit_compile: Optional[bool] = None
   # An instability analysis trains its copies at the same time, one Python thread each
   # (TensorFlow runs both on the shared thread pools), and shares Appendix C's epochs among
   # as many threads, under the default strategy (one device, one process); otherwise one after

@@ -106,8 +106,10 @@ def test_bfloat16_training_keeps_float32_weights_masks_and_determinism(tmp_path,
 
 def _trained_weights(hparams, options, data, run_dir, gathers_batches):
   run = trainer.Run(hparams, options, run_dir, data)
-  # In-memory data under the default strategy: gathered by an XLA-compiled LeNet only.
-  assert run.gathers_batches == (options.jit_compile and 'lenet' in hparams.model.name)
+  # In-memory data under the default strategy: gathered by an XLA-compiled LeNet only, which
+  # the default (jit_compile None) compiles.
+  assert run.gathers_batches == (options.jit_compile is not False and
+                                 'lenet' in hparams.model.name)
   run.gathers_batches = gathers_batches
   run.restore_or_initialize()
   run.train()
@@ -124,7 +126,8 @@ def test_the_loop_gathering_its_batches_trains_as_the_tf_data_one(config, tmp_pa
   if config == 'lenet':
     bindings = ["TrainingConfig.training_steps = '150it'", 'DatasetConfig.train_subset = 6000',
                 "RunOptions.log_every = '40it'"]
-    hparams, options = parse('lenet_fashion_mnist.gin', bindings=bindings)
+    hparams, options = parse('lenet_fashion_mnist.gin',
+                             bindings=bindings + ['RunOptions.jit_compile = False'])
     data = fashion_mnist(fashion_mnist_splits, train_subset=6000)
   else:
     bindings = ['DatasetConfig.synthetic = True', "TrainingConfig.training_steps = '12it'",

@@ -229,6 +229,10 @@ class Analysis:
     with self.strategy.scope():
       return trainer.build_model(self.hparams, self.data)
 
+  def _compiles(self, model):
+    """Whether evaluation is XLA-compiled: as the copies' training was."""
+    return trainer.compiles(self.options.jit_compile, model, self.data, self.strategy)
+
   def train_copies(self, start_weights, masks):
     options = dataclasses.replace(self.options, checkpoint_every_epoch=True)
     lineage = {key: value for key, value in self.spec.lineage(self.masks).items()
@@ -268,7 +272,7 @@ class Analysis:
     trained = time.time()
     model = self._model()
     self.reader = self._model()  # reads checkpoints for Appendix C
-    interpolator = interpolation.Interpolator(model, self.strategy, self.options.jit_compile)
+    interpolator = interpolation.Interpolator(model, self.strategy, self._compiles(model))
     if masks is None:
       masks = masking.get_masks(model)  # all ones
     finals = [d.read_arrays(store.WEIGHTS) for d in directories]
@@ -347,8 +351,9 @@ class Analysis:
     evaluators = queue.Queue()
     evaluators.put((interpolator, self.reader))
     for _ in range(min(self._threads(), len(iterations)) - 1):
-      evaluators.put((interpolation.Interpolator(self._model(), self.strategy,
-                                                 self.options.jit_compile), self._model()))
+      model = self._model()
+      evaluators.put((interpolation.Interpolator(model, self.strategy, self._compiles(model)),
+                      self._model()))
 
     def row_at(iteration):
       interp, reader = evaluators.get()
@@ -478,11 +483,12 @@ def compare_aligned(interpolator, hparams, interp, data, weights_a, weights_b, m
   return results
 
 
-def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=False):
+def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=None):
   """The `aligned` metrics of a finished analysis in `run_dir` (by `compare_aligned`, as
   the analysis computes them), for its copies' pairs averaged as metrics.json's are, and
-  per pair where there are more than two copies. `jit_compile`: evaluate XLA-compiled, as
-  an analysis run with RunOptions.jit_compile did (the last bits differ otherwise)."""
+  per pair where there are more than two copies. `jit_compile`: evaluate XLA-compiled or
+  not, as the analysis did with its RunOptions.jit_compile (the last bits differ
+  otherwise); None, as the analysis did with the default."""
   run_dir = store.RunDir(run_dir)
   if not run_dir.finished():
     raise UserError(f'{run_dir} holds no finished instability analysis: run lmc_tf.instability '
@@ -502,7 +508,8 @@ def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=Fa
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = trainer.build_model(hparams, data)
-  interpolator = interpolation.Interpolator(model, strategy, jit_compile)
+  interpolator = interpolation.Interpolator(
+      model, strategy, trainer.compiles(jit_compile, model, data, strategy))
   copies = [run_dir.file(name) for name in run_dir.metrics()['copies']]
   copies = [store.RunDir(path) for path in copies]
   finals = [copy.read_arrays(store.WEIGHTS) for copy in copies]

@@ -131,6 +131,24 @@ def build_model(hparams, data, precision='float32'):
     tf.keras.mixed_precision.set_global_policy(None if default else previous)
 
 
+def loop_compiles_whole(model, data, strategy):
+  """Whether XLA compiles the train loop into one program per chunk of steps that gathers its
+  own batches (Steps.gathered_train_loop): in-memory data, the default strategy and a network
+  without convolutions. Convolutional networks keep one program per step: as one loop,
+  ResNet-20 ran many times slower on a 2-core Xeon. Uncompiled, such a loop was no faster
+  than tf.data, which makes the next batches on another core while a step runs."""
+  return (data.held_in_memory and strategy_lib.is_default(strategy) and
+          not any(isinstance(layer, tf.keras.layers.Conv2D) for layer in model.submodules))
+
+
+def compiles(jit_compile, model, data, strategy):
+  """RunOptions.jit_compile resolved for a model. None: XLA where it was measured to pay on
+  CPUs, a train loop that compiles whole (LeNet: 2x the uncompiled steps/s on a 2-core Xeon,
+  benchmarks/vs_pytorch.py), not a convolutional network (ResNet-20 compiled: under half its
+  uncompiled steps/s there). A TPU compiles every step whatever this says."""
+  return loop_compiles_whole(model, data, strategy) if jit_compile is None else jit_compile
+
+
 def weights_at(run_dir, iteration, hparams, data, model=None):
   """(weights, masks) of the run in `run_dir` (a path or a store.RunDir) at checkpoint
   `iteration`, read through `model` (a model of these hparams, overwritten) or a new one."""
@@ -211,23 +229,19 @@ class Run:
       self.optimizer = optim.make_optimizer(training, self.schedule, self.first_iteration)
       self.optimizer.build(self.model.trainable_variables)
       self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-    # XLA-compiled, on in-memory data and one device, a network without convolutions trains
-    # in one XLA program per chunk of steps that gathers its own batches
-    # (Steps.gathered_train_loop): LeNet 2x the uncompiled steps/s on a 2-core Xeon
-    # (benchmarks/vs_pytorch.py). Convolutional networks keep one program per step: as one
-    # loop, ResNet-20 ran many times slower there. Uncompiled, tf.data was as fast or faster
-    # for LeNet: it makes the next batches on another core while a step runs.
     can_gather = data.held_in_memory and strategy_lib.is_default(self.strategy)
-    convolutional = any(isinstance(layer, tf.keras.layers.Conv2D)
-                        for layer in self.model.submodules)
-    self.gathers_batches = can_gather and options.jit_compile and not convolutional
+    self.jit_compile = compiles(options.jit_compile, self.model, data, self.strategy)
+    self.gathers_batches = self.jit_compile and loop_compiles_whole(self.model, data,
+                                                                     self.strategy)
+    logging.info('XLA %s (RunOptions.jit_compile = %s)%s', 'on' if self.jit_compile else 'off',
+                 options.jit_compile, ', one program per chunk' if self.gathers_batches else '')
     make_batch = None
     if can_gather:
       batch = training.batch_size
       make_batch = lambda index, iteration: data.make_batch(
           index, iteration, training.data_order_seed, np.arange(batch), batch)
     self.steps = loop.Steps(self.model, self.optimizer, self.strategy, training.batch_size,
-                            training.weight_decay, training.aux_loss_weight, options.jit_compile,
+                            training.weight_decay, training.aux_loss_weight, self.jit_compile,
                             make_batch)
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           first_iteration=self.first_iteration,
