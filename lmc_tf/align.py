@@ -32,9 +32,8 @@ ALIGNED = summaries.ALIGNED_JSON
 flags.DEFINE_list('align', list(instability.ALIGN_METHODS), 'Alignment methods: weights '
                   '(weight matching), activations (activation matching).')
 flags.DEFINE_bool('repair', False, 'Also the REPAIRed interpolation after each alignment.')
-flags.DEFINE_bool('jit_compile', None, 'Evaluate XLA-compiled (true) or not (false), as the '
-                  'analysis ran with RunOptions.jit_compile, whose numbers it then equals to the '
-                  'last bit; unset, as an analysis with the default did.')
+flags.DEFINE_bool('jit_compile', False, 'Evaluate XLA-compiled: for an analysis run with '
+                  'RunOptions.jit_compile = True, whose numbers it then equals to the last bit.')
 
 FLAGS = cli.FLAGS
 

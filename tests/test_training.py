@@ -104,6 +104,29 @@ def test_bfloat16_training_keeps_float32_weights_masks_and_determinism(tmp_path,
     _lenet(tmp_path, fashion_mnist_splits, ["TrainingConfig.precision = 'float16'"], name='c')
 
 
+def test_xla_by_default_where_the_whole_train_loop_compiles(fashion_mnist_splits):
+  """RunOptions.jit_compile = None compiles LeNet's training on in-memory data under the
+  default strategy (its whole train loop one XLA program), not a convolutional network, not
+  under mirrored, and no evaluation; True and False are taken as they are."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  hparams, _ = parse('lenet_fashion_mnist.gin')
+  lenet_data = fashion_mnist(fashion_mnist_splits)
+  lenet = trainer.build_model(hparams, lenet_data)
+  hparams, _ = parse('resnet20_cifar10.gin', bindings=['DatasetConfig.synthetic = True'])
+  resnet_data = data_lib.load(hparams.dataset)
+  resnet = trainer.build_model(hparams, resnet_data)
+  default = tf.distribute.get_strategy()
+  mirrored = tf.distribute.MirroredStrategy(['/cpu:0'])
+  assert trainer.compiles(None, lenet, lenet_data, default)
+  assert not trainer.compiles(None, lenet, lenet_data, mirrored)
+  assert not trainer.compiles(None, resnet, resnet_data, default)
+  assert not trainer.compiles(None, lenet, lenet_data, default, evaluation=True)
+  for setting in (True, False):
+    assert trainer.compiles(setting, resnet, resnet_data, default) == setting
+    assert trainer.compiles(setting, lenet, lenet_data, mirrored) == setting
+    assert trainer.compiles(setting, lenet, lenet_data, default, evaluation=True) == setting
+
+
 def _trained_weights(hparams, options, data, run_dir, gathers_batches):
   run = trainer.Run(hparams, options, run_dir, data)
   # In-memory data under the default strategy: gathered by an XLA-compiled LeNet only, which

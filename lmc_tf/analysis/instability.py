@@ -230,8 +230,9 @@ class Analysis:
       return trainer.build_model(self.hparams, self.data)
 
   def _compiles(self, model):
-    """Whether evaluation is XLA-compiled: as the copies' training was."""
-    return trainer.compiles(self.options.jit_compile, model, self.data, self.strategy)
+    """Whether evaluation is XLA-compiled (RunOptions.jit_compile)."""
+    return trainer.compiles(self.options.jit_compile, model, self.data, self.strategy,
+                            evaluation=True)
 
   def train_copies(self, start_weights, masks):
     options = dataclasses.replace(self.options, checkpoint_every_epoch=True)
@@ -483,12 +484,11 @@ def compare_aligned(interpolator, hparams, interp, data, weights_a, weights_b, m
   return results
 
 
-def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=None):
+def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=False):
   """The `aligned` metrics of a finished analysis in `run_dir` (by `compare_aligned`, as
   the analysis computes them), for its copies' pairs averaged as metrics.json's are, and
-  per pair where there are more than two copies. `jit_compile`: evaluate XLA-compiled or
-  not, as the analysis did with its RunOptions.jit_compile (the last bits differ
-  otherwise); None, as the analysis did with the default."""
+  per pair where there are more than two copies. `jit_compile`: evaluate XLA-compiled, as
+  an analysis run with RunOptions.jit_compile = True did (the last bits differ otherwise)."""
   run_dir = store.RunDir(run_dir)
   if not run_dir.finished():
     raise UserError(f'{run_dir} holds no finished instability analysis: run lmc_tf.instability '
@@ -508,8 +508,7 @@ def align_finished(run_dir, data, methods, repair, strategy=None, jit_compile=No
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():
     model = trainer.build_model(hparams, data)
-  interpolator = interpolation.Interpolator(
-      model, strategy, trainer.compiles(jit_compile, model, data, strategy))
+  interpolator = interpolation.Interpolator(model, strategy, jit_compile)
   copies = [run_dir.file(name) for name in run_dir.metrics()['copies']]
   copies = [store.RunDir(path) for path in copies]
   finals = [copy.read_arrays(store.WEIGHTS) for copy in copies]

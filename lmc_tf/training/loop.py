@@ -69,7 +69,7 @@ def cross_entropy(labels, logits):
 
 
 class Steps:
-  """The train loop (and an Evaluator) of one model and optimizer under one strategy."""
+  """The train loop of one model and optimizer under one strategy."""
 
   def __init__(self, model, optimizer, strategy, global_batch_size, weight_decay=0.0,
                aux_loss_weight=0.4, jit_compile=False, make_batch=None):
@@ -93,7 +93,6 @@ class Steps:
     self._make_batch = make_batch
     self.gathered_train_loop = tf.function(self._gathered_train_loop, jit_compile=jit_compile,
                                            reduce_retracing=True)
-    self.evaluate = Evaluator(model, strategy, jit_compile).evaluate
 
   def replica_step(self, images, labels):
     """One step on one replica's share of the batch; returns its share of the loss."""

@@ -141,12 +141,17 @@ def loop_compiles_whole(model, data, strategy):
           not any(isinstance(layer, tf.keras.layers.Conv2D) for layer in model.submodules))
 
 
-def compiles(jit_compile, model, data, strategy):
-  """RunOptions.jit_compile resolved for a model. None: XLA where it was measured to pay on
-  CPUs, a train loop that compiles whole (LeNet: 2x the uncompiled steps/s on a 2-core Xeon,
-  benchmarks/vs_pytorch.py), not a convolutional network (ResNet-20 compiled: under half its
-  uncompiled steps/s there). A TPU compiles every step whatever this says."""
-  return loop_compiles_whole(model, data, strategy) if jit_compile is None else jit_compile
+def compiles(jit_compile, model, data, strategy, evaluation=False):
+  """RunOptions.jit_compile resolved for a model's training or, with `evaluation`, for its
+  evaluation and interpolation. None: XLA where it was measured to pay on CPUs, a train loop
+  that compiles whole (LeNet: 2x the uncompiled steps/s on a 2-core Xeon,
+  benchmarks/vs_pytorch.py); not a convolutional network (ResNet-20 compiled: under half its
+  uncompiled steps/s there), and no evaluation (LeNet's ran no faster compiled; uncompiled,
+  `lmc_tf.align` without --jit_compile evaluates as the analysis did). A TPU compiles every
+  step whatever this says."""
+  if jit_compile is not None:
+    return jit_compile
+  return not evaluation and loop_compiles_whole(model, data, strategy)
 
 
 def weights_at(run_dir, iteration, hparams, data, model=None):
@@ -243,6 +248,8 @@ class Run:
     self.steps = loop.Steps(self.model, self.optimizer, self.strategy, training.batch_size,
                             training.weight_decay, training.aux_loss_weight, self.jit_compile,
                             make_batch)
+    self.evaluator = loop.Evaluator(self.model, self.strategy, compiles(
+        options.jit_compile, self.model, data, self.strategy, evaluation=True))
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           first_iteration=self.first_iteration,
                                           elapsed_seconds=self.elapsed)
@@ -341,7 +348,7 @@ class Run:
         if iteration % self.log_every == 0 or iteration == self.clock.total:
           self._log_train(iteration, start, began)
         if iteration % self.eval_every == 0 or iteration == self.clock.total:
-          for key, value in self.steps.evaluate(self.data, 'test').items():
+          for key, value in self.evaluator.evaluate(self.data, 'test').items():
             tf.summary.scalar(f'test/{key}', value)
       if self._is_checkpoint_point(iteration):
         self.manager.save(checkpoint_number=iteration)
@@ -367,7 +374,7 @@ class Run:
     """Evaluates the final model and writes weights.npz, then metrics.json."""
     metrics = {'iterations': self.clock.total, 'wall_time_s': round(float(self.elapsed.numpy()), 2)}
     for split in ('train', 'test'):
-      for key, value in self.steps.evaluate(self.data, split).items():
+      for key, value in self.evaluator.evaluate(self.data, split).items():
         metrics[f'{split}_{key}'] = value
     arrays = {store.WEIGHTS: weights_dict(self.model)}
     if self.start is not None and self.start.masks is not None:
