@@ -229,7 +229,7 @@ class Analysis:
     with self.strategy.scope():
       return trainer.build_model(self.hparams, self.data)
 
-  def _compiles(self, model):
+  def _evaluation_compiles(self, model):
     """Whether evaluation is XLA-compiled (RunOptions.jit_compile)."""
     return trainer.compiles(self.options.jit_compile, model, self.data, self.strategy,
                             evaluation=True)
@@ -273,7 +273,8 @@ class Analysis:
     trained = time.time()
     model = self._model()
     self.reader = self._model()  # reads checkpoints for Appendix C
-    interpolator = interpolation.Interpolator(model, self.strategy, self._compiles(model))
+    interpolator = interpolation.Interpolator(model, self.strategy,
+                                              self._evaluation_compiles(model))
     if masks is None:
       masks = masking.get_masks(model)  # all ones
     finals = [d.read_arrays(store.WEIGHTS) for d in directories]
@@ -353,8 +354,8 @@ class Analysis:
     evaluators.put((interpolator, self.reader))
     for _ in range(min(self._threads(), len(iterations)) - 1):
       model = self._model()
-      evaluators.put((interpolation.Interpolator(model, self.strategy, self._compiles(model)),
-                      self._model()))
+      evaluators.put((interpolation.Interpolator(model, self.strategy,
+                                                 self._evaluation_compiles(model)), self._model()))
 
     def row_at(iteration):
       interp, reader = evaluators.get()
