@@ -75,8 +75,9 @@ class RunOptions:
   # always does; a network without convolutions on in-memory data under the default strategy
   # compiles its whole train loop (Run.gathers_batches). None: compiled where that was
   # measured to pay, such a whole train loop (LeNet), not convolutional networks and no
-  # evaluation (trainer.compiles). Numbers differ from uncompiled ones in the last bits; a
-  # run may resume under the other setting.
+  # evaluation (trainer.compiles). Training differs from uncompiled in the last bits from the
+  # first step and diverges from there, as two data orders do; a run may resume under the
+  # other setting.
   jit_compile: Optional[bool] = None
   # An instability analysis trains its copies at the same time, one Python thread each
   # (TensorFlow runs both on the shared thread pools), and shares Appendix C's epochs among
