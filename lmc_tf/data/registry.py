@@ -311,8 +311,9 @@ class InMemoryData(Data):
       padded = math.ceil(count / batch_size) * batch_size
       pad = [(0, padded - count)]
       mine = np.isin(np.arange(padded) % batch_size, positions)  # this pipeline's examples
-      batches = padded // batch_size  # all whole: a static batch shape
-      in_batches = lambda a: a.reshape((batches, size) + a.shape[1:])
+      # Batches of one replica's share, as many per global batch as this pipeline has
+      # replicas; all whole: a static batch shape.
+      in_batches = lambda a: a.reshape((-1, size) + a.shape[1:])
       images = in_batches(np.pad(images[:count], pad + [(0, 0)] * 3)[mine])
       labels = in_batches(np.pad(labels[:count], pad)[mine])
       weights = in_batches(np.pad(np.ones(count, np.float32), pad)[mine])
