@@ -229,10 +229,12 @@ class Analysis:
     with self.strategy.scope():
       return trainer.build_model(self.hparams, self.data)
 
-  def _evaluation_compiles(self, model):
-    """Whether evaluation is XLA-compiled (RunOptions.jit_compile)."""
-    return trainer.compiles(self.options.jit_compile, model, self.data, self.strategy,
-                            evaluation=True)
+  def _interpolator(self):
+    """An Interpolator of its own model, XLA-compiled as RunOptions.jit_compile says for
+    evaluation."""
+    model = self._model()
+    return interpolation.Interpolator(model, self.strategy, trainer.compiles(
+        self.options.jit_compile, model, self.data, self.strategy, evaluation=True))
 
   def train_copies(self, start_weights, masks):
     options = dataclasses.replace(self.options, checkpoint_every_epoch=True)
@@ -271,12 +273,10 @@ class Analysis:
     initial, rewound, start_weights, masks = self.start_state()
     directories = self.train_copies(start_weights, masks)
     trained = time.time()
-    model = self._model()
+    interpolator = self._interpolator()
     self.reader = self._model()  # reads checkpoints for Appendix C
-    interpolator = interpolation.Interpolator(model, self.strategy,
-                                              self._evaluation_compiles(model))
     if masks is None:
-      masks = masking.get_masks(model)  # all ones
+      masks = masking.get_masks(interpolator.model)  # all ones
     finals = [d.read_arrays(store.WEIGHTS) for d in directories]
     pairs = [self._compare(interpolator, finals[i], finals[j], masks, directories[i],
                            directories[j]) for i, j in itertools.combinations(range(len(finals)), 2)]
@@ -353,9 +353,7 @@ class Analysis:
     evaluators = queue.Queue()
     evaluators.put((interpolator, self.reader))
     for _ in range(min(self._threads(), len(iterations)) - 1):
-      model = self._model()
-      evaluators.put((interpolation.Interpolator(model, self.strategy,
-                                                 self._evaluation_compiles(model)), self._model()))
+      evaluators.put((self._interpolator(), self._model()))
 
     def row_at(iteration):
       interp, reader = evaluators.get()
