@@ -5,7 +5,9 @@ r"""Wall time of one full instability analysis, split into training and evaluati
 
 Runs the analysis (two copies trained from k, interpolation at 30 alphas on
 the test and train sets, distances, Appendix C curves at every epoch) in a
-fresh temporary directory and prints where the time went.
+fresh temporary directory and prints where the time went. The final copies'
+evaluation and Appendix C's rows share the evaluation threads: their two lines
+split the evaluation's wall time in proportion to the time each took in them.
 """
 import os
 import sys

@@ -256,9 +256,9 @@ if __name__ == "__main__":
 
 def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path, monkeypatch,
                                                                         fashion_mnist_splits):
-  """RunOptions.parallel_copies trains the copies, and evaluates Appendix C's epochs, in
-  threads: the same weights and metrics (all but wall times), bit for bit, as one after
-  the other."""
+  """RunOptions.parallel_copies trains the copies, and evaluates the final copies, Appendix
+  C's epochs and Appendix B's errors at k, in threads: the same weights and metrics (all but
+  wall times), bit for bit, as one after the other."""
   pools = []
 
   class Pool(concurrent.futures.ThreadPoolExecutor):
@@ -279,7 +279,8 @@ def test_parallel_copies_give_the_numbers_of_copies_one_after_the_other(tmp_path
     weights = [io_utils.read_npz(str(tmp_path / name / f'copy_{i}' / 'weights.npz'))
                for i in (0, 1)]
     results[parallel] = metrics, weights
-  assert pools == [2, 2]  # the parallel run: the copies' training, then Appendix C
+  # The parallel run: the copies' training, the final copies with Appendix C, Appendix B.
+  assert pools == [2, 2, 2]
   assert results[True][0] == results[False][0]
   for parallel_weights, sequential_weights in zip(results[True][1], results[False][1]):
     for path, value in sequential_weights.items():

@@ -33,6 +33,7 @@ alignment; `python -m lmc_tf.align` computes the same `aligned` for a finished
 analysis.
 """
 import dataclasses
+import functools
 import hashlib
 import itertools
 import queue
@@ -273,26 +274,27 @@ class Analysis:
     initial, rewound, start_weights, masks = self.start_state()
     directories = self.train_copies(start_weights, masks)
     trained = time.time()
-    interpolator = self._interpolator()
-    self.reader = self._model()  # reads checkpoints for Appendix C
+    # An evaluator per thread: an Interpolator and a model that reads checkpoints, each
+    # with models of its own, among which the evaluations are shared (_in_threads).
+    self.evaluators = [(self._interpolator(), self._model()) for _ in range(self._threads())]
     if masks is None:
-      masks = masking.get_masks(interpolator.model)  # all ones
+      masks = masking.get_masks(self.evaluators[0][0].model)  # all ones
     finals = [d.read_arrays(store.WEIGHTS) for d in directories]
-    pairs = [self._compare(interpolator, finals[i], finals[j], masks, directories[i],
-                           directories[j]) for i, j in itertools.combinations(range(len(finals)), 2)]
+    pairs = [self._compare(finals[i], finals[j], masks, directories[i], directories[j])
+             for i, j in itertools.combinations(range(len(finals)), 2)]
     metrics = _mean_over_pairs(pairs)
     metrics['interpolation']['alphas'] = [float(a) for a in self.alphas]
     metrics['stable'] = metrics['instability']['test']['error'] < self.interp.stable_threshold
     metrics['pairs'] = pairs if len(pairs) > 1 else []
-    metrics['rewind'] = self._rewind_state(interpolator, initial, rewound, start_weights, finals,
-                                           masks, metrics['distances']['l2'])
+    metrics['rewind'] = self._rewind_state(initial, rewound, start_weights, finals, masks,
+                                           metrics['distances']['l2'])
     metrics['copies'] = [d.name for d in directories]
     if self.interp.throughout_training:
       metrics['throughout_training_examples'] = {
           'test': self.data.eval_count('test'),
           'train': self.throughout_train_data().eval_count('train')}
     # Wall time of this process (training includes the parent's); evaluation includes the
-    # Appendix C curves, whose share is also given.
+    # Appendix C curves, whose share is also given (_in_threads).
     metrics['wall_time_s'] = {'train': trained - began, 'evaluate': time.time() - trained,
                               'throughout_training': self.throughout_seconds}
     write_summaries(self.run_dir, metrics, self.k)
@@ -302,17 +304,58 @@ class Analysis:
   def _bn_batches(self):
     return bn_batches(self.hparams, self.interp, self.data, self.strategy)
 
-  def _compare(self, interpolator, weights_a, weights_b, masks, dir_a, dir_b):
-    """Interpolation, instability and Appendix G distances between two final networks."""
+  def _in_threads(self, tasks):
+    """[fn(interpolator, reader) for _, fn in tasks], shared among the evaluators, one per
+    thread. A task's numbers do not depend on which evaluator computes it (their models are
+    of the same config, and each call sets the weights it evaluates). Of this call's wall
+    time, the share of the tasks labelled 'throughout' in their busy time is added to
+    throughout_seconds (Appendix C's, in metrics['wall_time_s'])."""
+    free = queue.Queue()
+    for evaluator in self.evaluators:
+      free.put(evaluator)
+    busy = []  # (label, seconds) per task; appended from the threads
+
+    def run(task):
+      label, fn = task
+      evaluator = free.get()
+      began = time.time()
+      try:
+        return fn(*evaluator)
+      finally:
+        busy.append((label, time.time() - began))
+        free.put(evaluator)
+
+    began = time.time()
+    results = trainer.map_in_threads(run, tasks, len(self.evaluators))
+    total = sum(seconds for _, seconds in busy)
+    if total:
+      share = sum(seconds for label, seconds in busy if label == 'throughout') / total
+      self.throughout_seconds += share * (time.time() - began)
+    return results
+
+  def _compare(self, weights_a, weights_b, masks, dir_a, dir_b):
+    """Interpolation, instability and Appendix G distances between two final networks, and
+    the Appendix C rows between their checkpoints."""
     result = {'interpolation': {}, 'instability': {}, 'endpoints': {},
               'distances': {'classification_differences': {}, 'loss_l2': {}}}
     bn_data = self._bn_batches()
+
+    def final(split):
+      return lambda interpolator, _: self._final_split(interpolator, weights_a, weights_b,
+                                                       split, bn_data)
+
+    # The largest evaluation first, so that the threads run out of work together.
+    splits = sorted(SPLITS, key=self.data.eval_count, reverse=True)
+    tasks = [('final', final(split)) for split in splits]
+    if self.interp.throughout_training:
+      alphas = self._throughout_alphas()
+      tasks += [('throughout', functools.partial(self._throughout_row, iteration, dir_a, dir_b,
+                                                 alphas, bn_data))
+                for iteration in self.clock.epoch_ends_after(self.k)]
+    outcomes = self._in_threads(tasks)
+    by_split = dict(zip(splits, outcomes))
     for split in SPLITS:
-      curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, split,
-                                 bn_data=bn_data)
-      losses_a, predictions_a, labels = interpolator.per_example(weights_a, self.data, split,
-                                                                 bn_data)
-      losses_b, predictions_b, _ = interpolator.per_example(weights_b, self.data, split, bn_data)
+      curve, (losses_a, predictions_a, labels), (losses_b, predictions_b, _) = by_split[split]
       errors = [float(np.mean(predictions_a != labels)), float(np.mean(predictions_b != labels))]
       mean_losses = [float(np.mean(losses_a)), float(np.mean(losses_b))]
       result['interpolation'][split] = curve
@@ -326,73 +369,74 @@ class Analysis:
     result['distances']['l2'] = distances.l2_distance(vector_a, vector_b)
     result['distances']['cosine'] = distances.cosine_distance(vector_a, vector_b)
     if self.interp.throughout_training:
-      result['throughout_training'] = self._throughout(interpolator, dir_a, dir_b, bn_data)
+      result['throughout_training'] = outcomes[len(splits):]  # in their iterations' order
     if self.interp.align:  # after every raw number, which it leaves as it is
-      result['aligned'] = compare_aligned(interpolator, self.hparams, self.interp, self.data,
-                                          weights_a, weights_b, masks, masks, bn_data)
+      result['aligned'] = compare_aligned(self.evaluators[0][0], self.hparams, self.interp,
+                                          self.data, weights_a, weights_b, masks, masks, bn_data)
     result['copies'] = [dir_a.name, dir_b.name]
     return result
 
-  def _throughout(self, interpolator, dir_a, dir_b, bn_data):
-    """Appendix C: error and loss instability between the copies at every epoch after k,
-    on the test set and on the first `throughout_train_examples` training examples."""
-    began = time.time()
-    iterations = self.clock.epoch_ends_after(self.k)
+  def _final_split(self, interpolator, weights_a, weights_b, split, bn_data):
+    """(curve, per-example (losses, predictions, labels) of A, the same of B) on `split`."""
+    curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, split,
+                               bn_data=bn_data)
+    return (curve, interpolator.per_example(weights_a, self.data, split, bn_data),
+            interpolator.per_example(weights_b, self.data, split, bn_data))
+
+  def _throughout_alphas(self):
+    """(the alphas Appendix C evaluates, how many of them make its curve, the indices of 0
+    and 1): the endpoints ride along with the curve, appended unless already there."""
     count = self.interp.throughout_num_alphas or len(self.alphas)
-    curve_alphas = np.linspace(self.interp.alpha_min, self.interp.alpha_max, count)
-    # The endpoints ride along with the curve: appended to the alphas unless already there.
-    alphas = list(curve_alphas)
+    alphas = list(np.linspace(self.interp.alpha_min, self.interp.alpha_max, count))
     for end in (0.0, 1.0):
       if end not in alphas:
         alphas.append(end)
-    ends = [alphas.index(0.0), alphas.index(1.0)]
-    datasets = {'test': self.data, 'train': self.throughout_train_data()}
-    # The epochs are shared among threads as the copies' training was (with --threads=1,
-    # one thread alone leaves a core idle), each with its own model, so its own W(alpha).
-    # A row's numbers do not depend on which thread computes it.
-    evaluators = queue.Queue()
-    evaluators.put((interpolator, self.reader))
-    for _ in range(min(self._threads(), len(iterations)) - 1):
-      evaluators.put((self._interpolator(), self._model()))
+    return alphas, count, [alphas.index(0.0), alphas.index(1.0)]
 
-    def row_at(iteration):
-      interp, reader = evaluators.get()
-      try:
-        weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data, reader)
-        weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data, reader)
-        row = {'iteration': iteration, 'epoch': self.clock.epoch(iteration)}
-        for split, data in datasets.items():
-          curve = interp.curve(weights_a, weights_b, alphas, data, split, bn_data=bn_data)
-          for key in ('error', 'loss'):
-            values = curve[key][:count]
-            row[f'{split}_{key}_instability'] = (
-                max(values) - float(np.mean([curve[key][i] for i in ends])))
-        return row
-      finally:
-        evaluators.put((interp, reader))
-
-    rows = trainer.map_in_threads(row_at, iterations, evaluators.qsize())  # in their order
-    self.throughout_seconds += time.time() - began
-    return rows
+  def _throughout_row(self, iteration, dir_a, dir_b, alphas, bn_data, interpolator, reader):
+    """Appendix C at one epoch end: error and loss instability between the copies'
+    checkpoints, on the test set and on the first `throughout_train_examples` training
+    examples."""
+    alphas, count, ends = alphas
+    weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data, reader)
+    weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data, reader)
+    row = {'iteration': iteration, 'epoch': self.clock.epoch(iteration)}
+    for split, data in (('test', self.data), ('train', self.throughout_train_data())):
+      curve = interpolator.curve(weights_a, weights_b, alphas, data, split, bn_data=bn_data)
+      for key in ('error', 'loss'):
+        values = curve[key][:count]
+        row[f'{split}_{key}_instability'] = (
+            max(values) - float(np.mean([curve[key][i] for i in ends])))
+    return row
 
   def throughout_train_data(self):
     """The data whose train split Appendix C evaluates: the first examples only."""
     return self.data.with_eval_examples('train', self.interp.throughout_train_examples)
 
-  def _rewind_state(self, interpolator, initial, rewound, start_weights, finals, masks,
-                    final_distance):
+  def _rewind_state(self, initial, rewound, start_weights, finals, masks, final_distance):
     """Appendix B: the error at k and the L2 distances init -> k -> final.
 
     `error_at_k` is the full network's error at k, as the paper's Figure 11 plots it;
     `masked_error_at_k` is that of the copies' start state (the mask applied; for a
     random-reinit baseline, the mask on its fresh weights)."""
     masked_start = {p: (v * masks[p] if p in masks else v) for p, v in start_weights.items()}
-    error_at_k, masked_error_at_k = {}, {}
-    for split in SPLITS:
-      for errors, weights in ((error_at_k, rewound), (masked_error_at_k, masked_start)):
-        _, predictions, labels = interpolator.per_example(weights, self.data, split,
-                                                          self._bn_batches())
-        errors[split] = float(np.mean(predictions != labels))
+    states = {'error_at_k': rewound, 'masked_error_at_k': masked_start}
+    if all(np.array_equal(rewound[p], masked_start[p]) for p in rewound):
+      del states['masked_error_at_k']  # unpruned: the start state is the network at k
+    bn_data = self._bn_batches()
+
+    def error(name, split):
+      def fn(interpolator, _):
+        _, predictions, labels = interpolator.per_example(states[name], self.data, split,
+                                                          bn_data)
+        return float(np.mean(predictions != labels))
+      return 'final', fn
+
+    keys = [(name, split) for name in states for split in SPLITS]
+    errors = dict(zip(keys, self._in_threads([error(*key) for key in keys])))
+    error_at_k = {split: errors['error_at_k', split] for split in SPLITS}
+    masked_error_at_k = {split: errors.get(('masked_error_at_k', split), error_at_k[split])
+                         for split in SPLITS}
     at_init = distances.kernel_vector(initial, masks)
     at_k = distances.kernel_vector(rewound, masks)
     at_start = distances.kernel_vector(start_weights, masks)
