@@ -80,10 +80,11 @@ class RunOptions:
   # other setting.
   jit_compile: Optional[bool] = None
   # An instability analysis trains its copies at the same time, one Python thread each
-  # (TensorFlow runs both on the shared thread pools), and shares Appendix C's epochs among
-  # as many threads, under the default strategy (one device, one process); otherwise one after
-  # the other. The numbers are the same either way. The first error or Ctrl-C in one thread
-  # stops the others at their next chunk of steps.
+  # (TensorFlow runs both on the shared thread pools), and shares its evaluations (the final
+  # copies', Appendix C's epochs, Appendix B's errors) among as many threads, under the default
+  # strategy (one device, one process); otherwise one after the other. The numbers are the same
+  # either way. The first error or Ctrl-C in one thread stops the others at their next chunk
+  # of steps or next evaluation.
   parallel_copies: bool = True
 
 

@@ -251,7 +251,7 @@ class Analysis:
     return trainer.map_in_threads(train, range(len(self.spec.data_order_seeds)), self._threads())
 
   def _threads(self):
-    """Threads for the copies' training and Appendix C's evaluation: one per copy where
+    """Threads for the copies' training and the evaluations after it: one per copy where
     RunOptions.parallel_copies holds under the default strategy (the one tested bit for bit
     against one copy after the other), else 1."""
     if self.options.parallel_copies and strategy_lib.is_default(self.strategy):
@@ -274,9 +274,12 @@ class Analysis:
     initial, rewound, start_weights, masks = self.start_state()
     directories = self.train_copies(start_weights, masks)
     trained = time.time()
-    # An evaluator per thread: an Interpolator and a model that reads checkpoints, each
-    # with models of its own, among which the evaluations are shared (_in_threads).
-    self.evaluators = [(self._interpolator(), self._model()) for _ in range(self._threads())]
+    # An evaluator per thread: an Interpolator and, for Appendix C, a model that reads
+    # checkpoints, each with models of its own, among which the evaluations are shared
+    # (_in_threads).
+    self.evaluators = [(self._interpolator(),
+                        self._model() if self.interp.throughout_training else None)
+                       for _ in range(self._threads())]
     if masks is None:
       masks = masking.get_masks(self.evaluators[0][0].model)  # all ones
     finals = [d.read_arrays(store.WEIGHTS) for d in directories]
@@ -317,6 +320,7 @@ class Analysis:
 
     def run(task):
       label, fn = task
+      trainer.check_not_stopped()  # another task failed or Ctrl-C: leave the rest undone
       evaluator = free.get()
       began = time.time()
       try:
@@ -380,8 +384,11 @@ class Analysis:
     """(curve, per-example (losses, predictions, labels) of A, the same of B) on `split`."""
     curve = interpolator.curve(weights_a, weights_b, self.alphas, self.data, split,
                                bn_data=bn_data)
-    return (curve, interpolator.per_example(weights_a, self.data, split, bn_data),
-            interpolator.per_example(weights_b, self.data, split, bn_data))
+    results = [curve]
+    for weights in (weights_a, weights_b):
+      trainer.check_not_stopped()
+      results.append(interpolator.per_example(weights, self.data, split, bn_data))
+    return tuple(results)
 
   def _throughout_alphas(self):
     """(the alphas Appendix C evaluates, how many of them make its curve, the indices of 0
@@ -393,15 +400,17 @@ class Analysis:
         alphas.append(end)
     return alphas, count, [alphas.index(0.0), alphas.index(1.0)]
 
-  def _throughout_row(self, iteration, dir_a, dir_b, alphas, bn_data, interpolator, reader):
+  def _throughout_row(self, iteration, dir_a, dir_b, throughout_alphas, bn_data, interpolator,
+                      reader):
     """Appendix C at one epoch end: error and loss instability between the copies'
     checkpoints, on the test set and on the first `throughout_train_examples` training
-    examples."""
-    alphas, count, ends = alphas
+    examples. `throughout_alphas`: what _throughout_alphas gives."""
+    alphas, count, ends = throughout_alphas
     weights_a, _ = trainer.weights_at(dir_a, iteration, self.hparams, self.data, reader)
     weights_b, _ = trainer.weights_at(dir_b, iteration, self.hparams, self.data, reader)
     row = {'iteration': iteration, 'epoch': self.clock.epoch(iteration)}
     for split, data in (('test', self.data), ('train', self.throughout_train_data())):
+      trainer.check_not_stopped()
       curve = interpolator.curve(weights_a, weights_b, alphas, data, split, bn_data=bn_data)
       for key in ('error', 'loss'):
         values = curve[key][:count]
@@ -430,7 +439,7 @@ class Analysis:
         _, predictions, labels = interpolator.per_example(states[name], self.data, split,
                                                           bn_data)
         return float(np.mean(predictions != labels))
-      return 'final', fn
+      return 'rewind', fn
 
     keys = [(name, split) for name in states for split in SPLITS]
     errors = dict(zip(keys, self._in_threads([error(*key) for key in keys])))

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 import os
+import threading
 from typing import Optional, Tuple
 
 import numpy as np
@@ -220,6 +221,9 @@ class InMemoryData(Data):
     self.train_images, self.train_labels = train_images[:keep], train_labels[:keep]
     self.test_images, self.test_labels = splits['test']
     self._eval_cache = {}
+    # Evaluations in several threads (an analysis') may ask for the same batches at once;
+    # views (with_eval_examples) share the cache and this lock.
+    self._eval_lock = threading.Lock()
 
   @property
   def num_train(self):
@@ -301,37 +305,43 @@ class InMemoryData(Data):
             .map(make_batch, num_parallel_calls=AUTOTUNE).unbatch().prefetch(AUTOTUNE))
 
   def eval_batches(self, split, batch_size, replicas=(0,), num_replicas=1):
-    # Shared with views of other evaluation sizes (with_eval_examples), so keyed by size too.
+    # Shared with views of other evaluation sizes (with_eval_examples), so keyed by size too;
+    # made once, also where threads (an analysis' evaluations) ask for them at the same time.
     key = (split, self.eval_count(split), batch_size, tuple(replicas), num_replicas)
-    if key not in self._eval_cache:
-      size, positions = _replica_slice(batch_size, replicas, num_replicas)
-      images, labels = ((self.train_images, self.train_labels) if split == 'train' else
-                        (self.test_images, self.test_labels))
-      count = self.eval_count(split)
-      padded = math.ceil(count / batch_size) * batch_size
-      pad = [(0, padded - count)]
-      mine = np.isin(np.arange(padded) % batch_size, positions)  # this pipeline's examples
-      # Batches of one replica's share, as many per global batch as this pipeline has
-      # replicas; all whole: a static batch shape.
-      in_batches = lambda a: a.reshape((-1, size) + a.shape[1:])
-      images = in_batches(np.pad(images[:count], pad + [(0, 0)] * 3)[mine])
-      labels = in_batches(np.pad(labels[:count], pad)[mine])
-      weights = in_batches(np.pad(np.ones(count, np.float32), pad)[mine])
-      # Preprocessed once and held as float32 batches: a pipeline that sliced and
-      # preprocessed them at each pass cost LeNet's per-epoch evaluation about as much as
-      # its forward pass. Eager, also when first asked for by a function being traced.
-      with tf.init_scope():
-        images = self._preprocess(tf.constant(images))
-      # Slices of held tensors leave tf.data nothing to rewrite or tune; its default graph
-      # rewrites and autotuning, redone at each pass, cost a 2-core Xeon 20 of the 70 ms of
-      # LeNet's test-set evaluation, 0.15 of the 0.99 s of one Appendix C row.
-      options = tf.data.Options()
-      options.experimental_optimization.apply_default_optimizations = False
-      options.autotune.enabled = False
-      dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights))
-                 .with_options(options))
-      self._eval_cache[key] = (dataset, count)
-    return self._eval_cache[key]
+    with self._eval_lock:
+      if key not in self._eval_cache:
+        self._eval_cache[key] = self._padded_eval_batches(split, batch_size, replicas,
+                                                          num_replicas)
+      return self._eval_cache[key]
+
+  def _padded_eval_batches(self, split, batch_size, replicas, num_replicas):
+    size, positions = _replica_slice(batch_size, replicas, num_replicas)
+    images, labels = ((self.train_images, self.train_labels) if split == 'train' else
+                      (self.test_images, self.test_labels))
+    count = self.eval_count(split)
+    padded = math.ceil(count / batch_size) * batch_size
+    pad = [(0, padded - count)]
+    mine = np.isin(np.arange(padded) % batch_size, positions)  # this pipeline's examples
+    # Batches of one replica's share, as many per global batch as this pipeline has
+    # replicas; all whole: a static batch shape.
+    in_batches = lambda a: a.reshape((-1, size) + a.shape[1:])
+    images = in_batches(np.pad(images[:count], pad + [(0, 0)] * 3)[mine])
+    labels = in_batches(np.pad(labels[:count], pad)[mine])
+    weights = in_batches(np.pad(np.ones(count, np.float32), pad)[mine])
+    # Preprocessed once and held as float32 batches: a pipeline that sliced and
+    # preprocessed them at each pass cost LeNet's per-epoch evaluation about as much as
+    # its forward pass. Eager, also when first asked for by a function being traced.
+    with tf.init_scope():
+      images = self._preprocess(tf.constant(images))
+    # Slices of held tensors leave tf.data nothing to rewrite or tune; its default graph
+    # rewrites and autotuning, redone at each pass, cost a 2-core Xeon 20 of the 70 ms of
+    # LeNet's test-set evaluation, 0.15 of the 0.99 s of one Appendix C row.
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    dataset = (tf.data.Dataset.from_tensor_slices((images, labels, weights))
+               .with_options(options))
+    return dataset, count
 
 
 class ImageNetData(Data):
