@@ -310,6 +310,44 @@ def test_the_first_error_in_a_thread_stops_the_others_at_their_next_chunk():
   assert trainer.map_in_threads(str.upper, ['a', 'b', 'c'], 2) == ['A', 'B', 'C']  # reset
 
 
+def test_evaluations_shared_among_threads_keep_their_order_stop_on_an_error_and_apportion():
+  """Analysis._in_threads (the final copies, Appendix C, Appendix B): results in the tasks'
+  order whichever evaluator ran them; a failing task stops the other thread's at its next
+  check; Appendix C's share of the wall time is apportioned by the time its tasks took."""
+  evaluations = instability.Analysis.__new__(instability.Analysis)
+  evaluations.evaluators = [('evaluator 0', None), ('evaluator 1', None)]
+  evaluations.throughout_seconds = 0.0
+
+  def task(seconds, value):
+    def fn(evaluator, _):
+      time.sleep(seconds)
+      return value, evaluator
+    return fn
+
+  began = time.time()
+  results = evaluations._in_threads([('final', task(0.3, 'a')), ('throughout', task(0.1, 'b')),
+                                     ('throughout', task(0.1, 'c'))])
+  wall = time.time() - began
+  assert [value for value, _ in results] == ['a', 'b', 'c']
+  assert {evaluator for _, evaluator in results} == {'evaluator 0', 'evaluator 1'}
+  # 0.2 of the 0.5 busy seconds were Appendix C's.
+  assert 0.3 < evaluations.throughout_seconds / wall < 0.5
+
+  def fails(*_):
+    raise ValueError('a curve failed')
+
+  def evaluates(*_):
+    for _ in range(6000):  # an evaluation between its splits, as the analysis' check
+      trainer.check_not_stopped()
+      time.sleep(0.01)
+    return 'evaluated to the end'
+
+  began = time.time()
+  with pytest.raises(ValueError, match='a curve failed'):
+    evaluations._in_threads([('final', evaluates), ('final', fails), ('final', evaluates)])
+  assert time.time() - began < 10
+
+
 @pytest.mark.parametrize('field', ['num_alphas', 'batch_norm_batches',
                                    'throughout_train_examples', 'throughout_num_alphas'])
 def test_counts_of_the_interpolation_config_must_be_whole_numbers(field):
